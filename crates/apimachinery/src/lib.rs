@@ -1,0 +1,13 @@
+//! kumo's object model: the kinds registry, schemas, selectors, patches, validation and
+//! `Status` errors. This crate does no IO.
+
+pub mod kinds;
+pub mod object;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod schema;
+pub mod selector;
+pub mod status;
+pub mod table;
+pub mod validation;

@@ -1,0 +1,271 @@
+//! Unit tests of the built-in definitions, the walker and unknown-field detection.
+
+use serde_json::{Value, json};
+
+use super::{REF_PREFIX, Schemas, builtin, collect_refs, gvks_of};
+use crate::kinds::{self, GroupVersionKind};
+
+const DEPLOYMENT: &str = "io.k8s.api.apps.v1.Deployment";
+const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
+
+#[test]
+fn every_reference_resolves_and_every_builtin_kind_has_a_schema() {
+    let schemas = builtin();
+    for (name, schema) in schemas.definitions() {
+        collect_refs(schema, &mut |target| {
+            assert!(
+                schemas.definition(target).is_some(),
+                "{name} refers to missing {target}"
+            )
+        });
+        let text = schema.to_string();
+        assert!(
+            !text.contains("\"#/$defs/") && !text.contains("\"#/definitions/"),
+            "{name} has a foreign reference"
+        );
+    }
+    for kind in kinds::builtin() {
+        let name = kind.schema_name.clone().unwrap_or_default();
+        let schema = schemas
+            .definition(&name)
+            .unwrap_or_else(|| panic!("no schema {name}"));
+        assert!(
+            gvks_of(schema).any(|g| g == kind.gvk()),
+            "{name} lacks GVK {:?}",
+            kind.gvk()
+        );
+        let list = name
+            .strip_suffix(&kind.kind)
+            .map(|p| format!("{p}{}", kind.list_kind))
+            .unwrap_or_default();
+        let listable = kind.verbs.iter().any(|v| v == "list");
+        assert_eq!(
+            schemas.definition(&list).is_some(),
+            listable,
+            "list schema {list}"
+        );
+    }
+}
+
+#[test]
+fn gvk_is_an_array_and_lookup_by_gvk_works() {
+    let schemas = builtin();
+    let deployment = schemas.definition(DEPLOYMENT).cloned().unwrap_or_default();
+    assert_eq!(
+        deployment["x-kubernetes-group-version-kind"],
+        json!([{ "group": "apps", "kind": "Deployment", "version": "v1" }])
+    );
+    assert_eq!(
+        schemas.find_by_gvk(&GroupVersionKind::new("apps", "v1", "DeploymentList")),
+        Some("io.k8s.api.apps.v1.DeploymentList")
+    );
+    let delete_options = schemas
+        .definition("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")
+        .cloned()
+        .unwrap_or_default();
+    let gvks: Vec<GroupVersionKind> = gvks_of(&delete_options).collect();
+    assert!(gvks.contains(&GroupVersionKind::new("", "v1", "DeleteOptions")));
+    assert!(gvks.contains(&GroupVersionKind::new("apps", "v1", "DeleteOptions")));
+}
+
+#[test]
+fn special_types_have_upstream_shapes() {
+    let schemas = builtin();
+    let def = |n: &str| schemas.definition(n).cloned().unwrap_or_default();
+    let int_or_string = def("io.k8s.apimachinery.pkg.util.intstr.IntOrString");
+    assert_eq!(int_or_string["format"], "int-or-string");
+    assert_eq!(
+        int_or_string["oneOf"],
+        json!([{ "type": "integer" }, { "type": "string" }])
+    );
+    assert_eq!(
+        def("io.k8s.apimachinery.pkg.api.resource.Quantity")["oneOf"],
+        json!([{ "type": "string" }, { "type": "number" }])
+    );
+    assert_eq!(
+        def("io.k8s.apimachinery.pkg.apis.meta.v1.Time")["format"],
+        "date-time"
+    );
+    assert_eq!(
+        def("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime")["type"],
+        "string"
+    );
+    assert_eq!(
+        def("io.k8s.apimachinery.pkg.runtime.RawExtension")["type"],
+        "object"
+    );
+    assert!(
+        def("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON")
+            .get("type")
+            .is_none()
+    );
+    // A reference with a description is wrapped in allOf, as in upstream's v3 documents.
+    let selector = &def("io.k8s.api.apps.v1.DeploymentSpec")["properties"]["selector"];
+    assert_eq!(
+        selector["allOf"],
+        json!([{ "$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector") }])
+    );
+    assert!(selector.get("$ref").is_none());
+}
+
+#[test]
+fn walker_follows_references_and_reads_extensions() {
+    let schemas = builtin();
+    let pod_spec = schemas.node(POD_SPEC).expect("PodSpec");
+    assert!(pod_spec.is_object());
+    let containers = pod_spec.property("containers").expect("containers");
+    assert!(containers.is_array());
+    assert_eq!(containers.patch_strategy(), Some("merge"));
+    assert_eq!(containers.patch_merge_key(), Some("name"));
+    assert_eq!(containers.list_type(), Some("map"));
+    assert_eq!(containers.list_map_keys(), vec!["name"]);
+    let container = containers.items().expect("items");
+    assert!(container.known_properties().any(|p| p == "image"));
+    let ports = container.property("ports").expect("ports");
+    assert_eq!(ports.list_map_keys(), vec!["containerPort", "protocol"]);
+    assert_eq!(ports.patch_merge_key(), Some("containerPort"));
+    assert_eq!(
+        pod_spec
+            .property("volumes")
+            .and_then(|v| v.patch_strategy()),
+        Some("merge,retainKeys")
+    );
+    assert_eq!(
+        pod_spec.property("tolerations").and_then(|v| v.list_type()),
+        Some("atomic")
+    );
+    let node_selector = pod_spec.property("nodeSelector").expect("nodeSelector");
+    assert_eq!(node_selector.map_type(), Some("atomic"));
+    assert_eq!(
+        node_selector
+            .additional_properties()
+            .map(|v| v.schema()["type"].clone()),
+        Some(json!("string"))
+    );
+
+    let deployment = schemas.node(DEPLOYMENT).expect("Deployment");
+    let spec = deployment.property("spec").expect("spec");
+    let strategy = spec.property("strategy").expect("strategy");
+    assert_eq!(strategy.patch_strategy(), Some("retainKeys"));
+    let max_surge = strategy
+        .property("rollingUpdate")
+        .and_then(|r| r.property("maxSurge"))
+        .expect("maxSurge");
+    assert!(max_surge.is_int_or_string());
+    assert!(!strategy.is_int_or_string());
+    // Definition-level map type is seen through the reference.
+    assert_eq!(
+        spec.property("selector").and_then(|s| s.map_type()),
+        Some("atomic")
+    );
+    assert!(deployment.property("bogus").is_none());
+    assert!(schemas.node("no.such.Definition").is_none());
+}
+
+#[test]
+fn unknown_fields_are_reported_with_upstream_paths() {
+    let schemas = builtin();
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "web", "labels": { "any": "label" }, "annotations": { "a": "b" }, "bogusMeta": 1 },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "web" } },
+            "strategy": { "rollingUpdate": { "maxSurge": "25%" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": {
+                    "containers": [
+                        { "name": "a", "image": "busybox", "resources": { "limits": { "cpu": "1" } } },
+                        { "name": "b", "image": "busybox", "bogus": true, "ports": [{ "containerPort": 80, "extra": 1 }] }
+                    ],
+                    "nodeSelector": { "disk": "ssd" }
+                }
+            },
+            "bogus": {}
+        },
+        "status": {}
+    });
+    let unknown = schemas.unknown_fields(DEPLOYMENT, &deployment);
+    assert_eq!(
+        unknown,
+        vec![
+            "metadata.bogusMeta",
+            "spec.template.spec.containers[1].bogus",
+            "spec.template.spec.containers[1].ports[0].extra",
+            "spec.bogus",
+        ]
+    );
+    assert!(
+        schemas
+            .unknown_fields(DEPLOYMENT, &json!({ "kind": "Deployment" }))
+            .is_empty()
+    );
+    assert!(
+        schemas
+            .unknown_fields("no.such.Definition", &json!({ "x": 1 }))
+            .is_empty()
+    );
+}
+
+#[test]
+fn unknown_fields_skip_free_form_and_preserved_objects() {
+    let schemas = builtin();
+    // WatchEvent.object is a RawExtension: anything goes inside it.
+    let event = json!({ "type": "ADDED", "object": { "anything": { "deep": 1 } }, "extra": 1 });
+    assert_eq!(
+        schemas.unknown_fields("io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent", &event),
+        vec!["extra"]
+    );
+    // A CRD's default value is JSON: free-form.
+    let props =
+        json!({ "type": "object", "default": { "whatever": true }, "x-kubernetes-bogus": 1 });
+    let crd_props = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps";
+    assert_eq!(
+        schemas.unknown_fields(crd_props, &props),
+        vec!["x-kubernetes-bogus"]
+    );
+
+    let mut custom = serde_json::Map::new();
+    custom.insert(
+        "example.v1.Thing".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "spec": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
+                "status": { "type": "object", "properties": { "ready": { "type": "boolean" } } },
+                "port": { "x-kubernetes-int-or-string": true }
+            }
+        }),
+    );
+    let custom = Schemas::from_definitions(custom);
+    let thing = json!({ "spec": { "free": 1 }, "status": { "ready": true, "nope": 1 } });
+    assert_eq!(
+        custom.unknown_fields("example.v1.Thing", &thing),
+        vec!["status.nope"]
+    );
+    let node = custom.node("example.v1.Thing").expect("Thing");
+    assert!(
+        node.property("spec")
+            .is_some_and(|s| s.preserves_unknown_fields())
+    );
+    assert!(node.property("port").is_some_and(|p| p.is_int_or_string()));
+}
+
+#[test]
+fn reachable_follows_references_transitively() {
+    let schemas = builtin();
+    let reached = schemas.reachable([DEPLOYMENT]);
+    assert!(reached.contains(POD_SPEC));
+    assert!(reached.contains("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+    assert!(reached.contains("io.k8s.apimachinery.pkg.util.intstr.IntOrString"));
+    assert!(!reached.contains("io.k8s.api.core.v1.Service"));
+}
+
+#[test]
+fn builtin_is_shared() {
+    assert!(std::ptr::eq(builtin(), builtin()));
+    let value: &Value = builtin().definition(DEPLOYMENT).expect("Deployment");
+    assert_eq!(value["type"], "object");
+}

@@ -1,0 +1,25 @@
+//! kumo's Kubernetes API server: HTTPS serving, authentication, discovery, OpenAPI and the
+//! generic resource verbs over the revisioned store, for a map of control planes.
+
+pub mod authn;
+pub mod control_plane;
+pub mod discovery;
+mod fields;
+mod filter;
+pub mod negotiate;
+pub mod openapi;
+mod patching;
+pub mod pki;
+mod query;
+pub mod request;
+mod resource;
+mod scale;
+pub mod serve;
+pub mod server;
+pub mod storage;
+mod strategy;
+mod validation;
+mod watch;
+
+pub use control_plane::ControlPlane;
+pub use server::ApiServer;

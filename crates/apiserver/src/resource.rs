@@ -1,0 +1,857 @@
+//! The generic resource verbs (get, list, create, update, patch, delete, deletecollection)
+//! for every kind, built-in or custom, on JSON objects.
+
+use std::sync::Arc;
+
+use apimachinery::kinds::KindInfo;
+use apimachinery::object::{ObjectExt, generate_name, metadata_mut, now, set_meta};
+use apimachinery::status::{ApiError, StatusCause};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use store::{RangeRequest, Revision};
+
+use crate::control_plane::ControlPlane;
+use crate::filter::Filter;
+use crate::negotiate::BodyFormat;
+use crate::query::Query;
+use crate::storage::{decode, store_error};
+use crate::strategy;
+use crate::validation;
+
+/// A successful answer: HTTP code, body and `Warning` headers.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub code: u16,
+    /// JSON body.
+    pub body: Value,
+    /// Warnings for `Warning: 299 - "..."` headers.
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Self {
+            code: 200,
+            body,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// What one resource request addresses, resolved against the registry.
+pub struct Scope<'a> {
+    /// The control plane.
+    pub cp: &'a ControlPlane,
+    /// The kind.
+    pub kind: Arc<KindInfo>,
+    /// Namespace from the path.
+    pub namespace: Option<String>,
+    /// Object name from the path.
+    pub name: Option<String>,
+    /// Subresource (`status`, `scale`, ...).
+    pub subresource: Option<String>,
+}
+
+/// How many times a patch or unconditional update is retried when it races another write.
+const MAX_RETRIES: usize = 8;
+
+impl Scope<'_> {
+    fn key(&self, name: &str) -> String {
+        self.cp
+            .store
+            .key(&self.kind, self.namespace.as_deref().unwrap_or(""), name)
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(&self.kind.group, &self.kind.plural, name)
+    }
+
+    fn conflict(&self, name: &str, why: &str) -> ApiError {
+        ApiError::conflict(&self.kind.group, &self.kind.plural, name, why)
+    }
+
+    fn require_name(&self) -> Result<&str, ApiError> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| ApiError::method_not_allowed("a resource name is required"))
+    }
+
+    /// GET of one object.
+    pub async fn get(&self) -> Result<Value, ApiError> {
+        let name = self.require_name()?;
+        self.cp
+            .store
+            .get(&self.key(name))
+            .await?
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// LIST with selectors, pagination and resourceVersion semantics. Returns the items
+    /// and the list metadata.
+    pub async fn list(&self, query: &Query) -> Result<(Vec<Value>, Value), ApiError> {
+        let filter = Filter::from_query(&self.kind, self.namespace.as_deref(), query)?;
+        let limit = match query.get("limit") {
+            Some(l) => l
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+            None => 0,
+        };
+        let prefix = self.cp.store.prefix(&self.kind, self.namespace.as_deref());
+        let (mut revision, mut start_after) = match query.get("continue").filter(|c| !c.is_empty())
+        {
+            Some(token) => {
+                let (rev, after) = decode_continue(token, &prefix)?;
+                (Some(rev), Some(after))
+            }
+            None => (list_revision(query)?, None),
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        loop {
+            let want = if limit == 0 { 0 } else { limit - items.len() };
+            let page = self
+                .cp
+                .store
+                .backend()
+                .range(RangeRequest { prefix: prefix.clone(), start_after: start_after.clone(), limit: want, revision })
+                .await
+                .map_err(|e| match e {
+                    store::Error::Compacted { .. } if query.get("continue").is_some() => ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue value from the response to get a consistent list.",
+                    ),
+                    other => store_error(other),
+                })?;
+            revision = Some(page.revision);
+            for kv in &page.kvs {
+                let obj = decode(kv)?;
+                if filter.matches(&obj) {
+                    items.push(obj);
+                }
+            }
+            start_after = page.kvs.last().map(|kv| kv.key.clone());
+            if !page.more {
+                break;
+            }
+            if limit != 0 && items.len() >= limit {
+                next = start_after.clone();
+                break;
+            }
+        }
+        let rev = revision.unwrap_or(0);
+        let mut meta = json!({"resourceVersion": rev.to_string()});
+        if let Some(after) = next {
+            meta["continue"] = json!(encode_continue(rev, &after[prefix.len()..]));
+        }
+        Ok((items, meta))
+    }
+
+    /// The `...List` object for `items`.
+    pub fn list_object(&self, items: Vec<Value>, meta: Value) -> Value {
+        json!({"kind": self.kind.list_kind, "apiVersion": self.kind.api_version(), "metadata": meta, "items": items})
+    }
+
+    /// POST: create an object.
+    pub async fn create(&self, query: &Query, body: Value) -> Result<Reply, ApiError> {
+        let mut obj = self.typed_body(body)?;
+        let warnings = validation::field_validation(&self.kind, query, &mut obj)?;
+        self.set_namespace(&mut obj)?;
+        let generate = obj.meta_str("generateName").map(str::to_owned);
+        if obj.name().is_empty() && generate.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::invalid(
+                &self.kind.group,
+                &self.kind.kind,
+                "",
+                vec![StatusCause::new(
+                    "FieldValueRequired",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                )],
+            ));
+        }
+        let meta = metadata_mut(&mut obj);
+        for field in [
+            "resourceVersion",
+            "uid",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "generation",
+        ] {
+            meta.remove(field);
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now()));
+        strategy::prepare_for_create(&self.kind, &mut obj);
+        if self.kind.namespaced {
+            self.check_namespace_accepts(obj.namespace()).await?;
+        }
+        let dry_run = is_dry_run(query)?;
+        for attempt in 0.. {
+            if let Some(prefix) = generate
+                .as_deref()
+                .filter(|_| obj.name().is_empty() || attempt > 0)
+            {
+                set_meta(&mut obj, "name", generate_name(prefix, || rand_u32()));
+            }
+            validation::validate_create(&self.kind, &obj)?;
+            if dry_run {
+                return Ok(Reply {
+                    code: 201,
+                    body: obj,
+                    warnings,
+                });
+            }
+            let key = self.cp.store.key(&self.kind, obj.namespace(), obj.name());
+            match self.cp.store.create(&key, &obj).await {
+                Ok(stored) => {
+                    return Ok(Reply {
+                        code: 201,
+                        body: stored,
+                        warnings,
+                    });
+                }
+                Err(store::Error::AlreadyExists(_)) if generate.is_some() && attempt < 5 => {
+                    continue;
+                }
+                Err(store::Error::AlreadyExists(_)) => {
+                    return Err(ApiError::already_exists(
+                        &self.kind.group,
+                        &self.kind.plural,
+                        obj.name(),
+                    ));
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        unreachable!("the create loop returns")
+    }
+
+    /// PUT: replace an object (or its status with the `status` subresource).
+    pub async fn update(&self, query: &Query, body: Value) -> Result<Reply, ApiError> {
+        let name = self.require_name()?.to_owned();
+        let mut obj = self.typed_body(body)?;
+        let warnings = validation::field_validation(&self.kind, query, &mut obj)?;
+        if obj.name().is_empty() {
+            set_meta(&mut obj, "name", name.clone());
+        } else if obj.name() != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                obj.name()
+            )));
+        }
+        self.set_namespace(&mut obj)?;
+        let wanted_rv = parse_rv(obj.resource_version())?;
+        let dry_run = is_dry_run(query)?;
+        for _ in 0..MAX_RETRIES {
+            let current = self.get().await?;
+            let current_rv = parse_rv(current.resource_version())?.unwrap_or(0);
+            if let Some(rv) = wanted_rv
+                && rv != current_rv
+            {
+                return Err(self.conflict(&name, ApiError::MODIFIED));
+            }
+            match self
+                .commit_update(&name, &current, obj.clone(), dry_run)
+                .await
+            {
+                Err(Retry::Conflict) if wanted_rv.is_none() => continue,
+                Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(stored) => {
+                    return Ok(Reply {
+                        code: 200,
+                        body: stored,
+                        warnings,
+                    });
+                }
+            }
+        }
+        Err(self.conflict(&name, "too many concurrent writes; try again"))
+    }
+
+    /// PATCH with a JSON patch, a merge patch or a strategic merge patch.
+    pub async fn patch(
+        &self,
+        query: &Query,
+        format: BodyFormat,
+        patch: &Bytes,
+    ) -> Result<Reply, ApiError> {
+        let name = self.require_name()?.to_owned();
+        if format == BodyFormat::ApplyPatch {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply (application/apply-patch+yaml) is not supported by this server yet; use client-side apply",
+            ));
+        }
+        let patch_doc: Value = serde_json::from_slice(patch)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let dry_run = is_dry_run(query)?;
+        for _ in 0..MAX_RETRIES {
+            let current = self.get().await?;
+            let mut patched = crate::patching::apply(&self.kind, format, &current, &patch_doc)?;
+            let warnings = validation::field_validation(&self.kind, query, &mut patched)?;
+            // A resourceVersion in the patch is a precondition.
+            let wanted_rv = parse_rv(patched.resource_version())?;
+            let current_rv = parse_rv(current.resource_version())?.unwrap_or(0);
+            if wanted_rv.is_some_and(|rv| rv != current_rv) {
+                return Err(self.conflict(&name, ApiError::MODIFIED));
+            }
+            if patched.name() != name {
+                return Err(ApiError::bad_request(
+                    "metadata.name cannot be changed by a patch",
+                ));
+            }
+            match self.commit_update(&name, &current, patched, dry_run).await {
+                Err(Retry::Conflict) => continue,
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(stored) => {
+                    return Ok(Reply {
+                        code: 200,
+                        body: stored,
+                        warnings,
+                    });
+                }
+            }
+        }
+        Err(self.conflict(&name, "too many concurrent writes; try again"))
+    }
+
+    /// GET of the `scale` subresource.
+    pub async fn get_scale(&self) -> Result<Value, ApiError> {
+        crate::scale::to_scale(&self.kind, &self.get().await?)
+    }
+
+    /// PUT (`patch` is `None`, `body` is a Scale) or PATCH of the `scale` subresource.
+    pub async fn update_scale(
+        &self,
+        query: &Query,
+        body: &Bytes,
+        patch: Option<BodyFormat>,
+    ) -> Result<Reply, ApiError> {
+        let name = self.require_name()?.to_owned();
+        let doc: Value = match patch {
+            Some(BodyFormat::ApplyPatch) => {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "server-side apply is not supported by this server yet",
+                ));
+            }
+            Some(_) => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+            None => crate::server::decode_body(body, Some("application/json"))?,
+        };
+        let dry_run = is_dry_run(query)?;
+        for _ in 0..MAX_RETRIES {
+            let current = self.get().await?;
+            let scale = crate::scale::to_scale(&self.kind, &current)?;
+            let new_scale = match patch {
+                Some(format) => crate::patching::apply_with_schema(
+                    Some("io.k8s.api.autoscaling.v1.Scale"),
+                    "scale",
+                    format,
+                    &scale,
+                    &doc,
+                )?,
+                None => doc.clone(),
+            };
+            let wanted_rv = parse_rv(new_scale.resource_version())?;
+            if wanted_rv
+                .is_some_and(|rv| Some(rv) != parse_rv(current.resource_version()).ok().flatten())
+            {
+                return Err(self.conflict(&name, ApiError::MODIFIED));
+            }
+            let mut updated = current.clone();
+            crate::scale::apply_scale(&self.kind, &mut updated, &new_scale)?;
+            match self.commit_update(&name, &current, updated, dry_run).await {
+                Err(Retry::Conflict) if wanted_rv.is_none() => continue,
+                Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(stored) => return Ok(Reply::ok(crate::scale::to_scale(&self.kind, &stored)?)),
+            }
+        }
+        Err(self.conflict(&name, "too many concurrent writes; try again"))
+    }
+
+    /// Writes `new` over `current` after applying the kind's update rules.
+    async fn commit_update(
+        &self,
+        name: &str,
+        current: &Value,
+        mut new: Value,
+        dry_run: bool,
+    ) -> Result<Value, Retry> {
+        let current_rv = parse_rv(current.resource_version())
+            .map_err(Retry::Fail)?
+            .unwrap_or(0);
+        if self.subresource.as_deref() == Some("status") {
+            new = strategy::prepare_for_status_update(&new, current);
+        } else {
+            keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
+            strategy::prepare_for_update(&self.kind, &mut new, current);
+        }
+        validation::validate_update(&self.kind, &new, current).map_err(Retry::Fail)?;
+        set_meta(&mut new, "resourceVersion", current.resource_version());
+        if new == *current {
+            // A no-op write changes nothing, not even the resourceVersion.
+            return Ok(new);
+        }
+        let key = self.key(name);
+        let finishing = new.meta_str("deletionTimestamp").is_some() && new.finalizers().is_empty();
+        if dry_run {
+            return Ok(new);
+        }
+        if finishing {
+            // The last finalizer is gone from an object being deleted: delete it now.
+            return match self.cp.store.delete(&key, Some(current_rv)).await {
+                Ok(deleted) => Ok(deleted),
+                Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
+                Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
+                Err(e) => Err(Retry::Fail(store_error(e))),
+            };
+        }
+        match self.cp.store.update(&key, &new, current_rv).await {
+            Ok(stored) => Ok(stored),
+            Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
+            Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
+            Err(e) => Err(Retry::Fail(store_error(e))),
+        }
+    }
+
+    /// DELETE of one object, honouring preconditions and finalizers.
+    pub async fn delete(&self, query: &Query, body: &Bytes) -> Result<Reply, ApiError> {
+        let name = self.require_name()?.to_owned();
+        let options = DeleteOptions::parse(query, body)?;
+        for _ in 0..MAX_RETRIES {
+            let current = self.get().await?;
+            match self.delete_one(&name, &current, &options).await {
+                Err(Retry::Conflict) => continue,
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(reply) => return Ok(reply),
+            }
+        }
+        Err(self.conflict(&name, "too many concurrent writes; try again"))
+    }
+
+    async fn delete_one(
+        &self,
+        name: &str,
+        current: &Value,
+        options: &DeleteOptions,
+    ) -> Result<Reply, Retry> {
+        if let Some(uid) = &options.uid
+            && uid != current.uid()
+        {
+            return Err(Retry::Fail(self.conflict(
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    current.uid()
+                ),
+            )));
+        }
+        if let Some(rv) = &options.resource_version
+            && rv != current.resource_version()
+        {
+            return Err(Retry::Fail(self.conflict(
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    current.resource_version()
+                ),
+            )));
+        }
+        let current_rv = parse_rv(current.resource_version())
+            .map_err(Retry::Fail)?
+            .unwrap_or(0);
+        let key = self.key(name);
+        if !current.finalizers().is_empty() {
+            // Finalizers hold the object: mark it and let their owners finish.
+            if current.meta_str("deletionTimestamp").is_some() {
+                return Ok(Reply::ok(current.clone()));
+            }
+            let mut marked = current.clone();
+            let meta = metadata_mut(&mut marked);
+            meta.insert("deletionTimestamp".into(), json!(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if options.dry_run {
+                return Ok(Reply::ok(marked));
+            }
+            return match self.cp.store.update(&key, &marked, current_rv).await {
+                Ok(stored) => Ok(Reply::ok(stored)),
+                Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
+                Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
+                Err(e) => Err(Retry::Fail(store_error(e))),
+            };
+        }
+        let success =
+            apimachinery::status::success(&self.kind.group, &self.kind.plural, name, current.uid());
+        if options.dry_run {
+            return Ok(Reply::ok(success));
+        }
+        match self.cp.store.delete(&key, Some(current_rv)).await {
+            Ok(_) => Ok(Reply::ok(success)),
+            Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
+            Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
+            Err(e) => Err(Retry::Fail(store_error(e))),
+        }
+    }
+
+    /// DELETE on a collection: deletes every matching object.
+    pub async fn delete_collection(&self, query: &Query, body: &Bytes) -> Result<Reply, ApiError> {
+        let options = DeleteOptions::parse(query, body)?;
+        let mut list_query = query.clone();
+        list_query.remove("continue");
+        list_query.remove("limit");
+        let (items, meta) = self.list(&list_query).await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let scope = Scope {
+                cp: self.cp,
+                kind: self.kind.clone(),
+                namespace: Some(item.namespace().to_owned()).filter(|n| !n.is_empty()),
+                name: Some(item.name().to_owned()),
+                subresource: None,
+            };
+            let name = item.name().to_owned();
+            let mut done = false;
+            for _ in 0..MAX_RETRIES {
+                let current = match scope.get().await {
+                    Ok(c) => c,
+                    Err(e) if e.code == 404 => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match scope.delete_one(&name, &current, &options).await {
+                    Err(Retry::Conflict) => continue,
+                    Err(Retry::Fail(e)) if e.code == 404 => {
+                        done = true;
+                        break;
+                    }
+                    Err(Retry::Fail(e)) => return Err(e),
+                    Ok(_) => {
+                        deleted.push(current);
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if !done {
+                return Err(self.conflict(&name, "too many concurrent writes; try again"));
+            }
+        }
+        Ok(Reply::ok(self.list_object(deleted, meta)))
+    }
+
+    /// Checks the body's apiVersion and kind against the endpoint, filling them if absent.
+    fn typed_body(&self, body: Value) -> Result<Value, ApiError> {
+        let Value::Object(mut map) = body else {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        };
+        let (want_version, want_kind) =
+            if self.subresource.as_deref() == Some("status") || self.subresource.is_none() {
+                (self.kind.api_version(), self.kind.kind.clone())
+            } else {
+                return Err(ApiError::method_not_allowed(format!(
+                    "subresource {:?} does not support this verb",
+                    self.subresource.as_deref().unwrap_or("")
+                )));
+            };
+        match map.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != want_version => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({want_version})"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                map.insert("apiVersion".into(), json!(want_version));
+            }
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            Some(k) if k != want_kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({want_kind})"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                map.insert("kind".into(), json!(want_kind));
+            }
+        }
+        if !map.get("metadata").is_none_or(Value::is_object) {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
+        Ok(Value::Object(map))
+    }
+
+    /// Namespaced objects take the namespace of the path; cluster-scoped ones have none.
+    fn set_namespace(&self, obj: &mut Value) -> Result<(), ApiError> {
+        if !self.kind.namespaced {
+            metadata_mut(obj).remove("namespace");
+            return Ok(());
+        }
+        let Some(ns) = self.namespace.as_deref() else {
+            return Err(ApiError::bad_request(
+                "the namespace of the object must be given in the request path",
+            ));
+        };
+        match obj.meta_str("namespace") {
+            Some(n) if !n.is_empty() && n != ns => Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )),
+            _ => {
+                set_meta(obj, "namespace", ns);
+                Ok(())
+            }
+        }
+    }
+
+    /// New objects need an existing namespace that is not terminating.
+    async fn check_namespace_accepts(&self, namespace: &str) -> Result<(), ApiError> {
+        let Some(ns_kind) = self.cp.registry.by_kind("", "Namespace") else {
+            return Ok(());
+        };
+        let key = self.cp.store.key(&ns_kind, "", namespace);
+        match self.cp.store.get(&key).await? {
+            None => Err(ApiError::not_found("", "namespaces", namespace)),
+            Some(ns) if ns.meta_str("deletionTimestamp").is_some() => {
+                Err(ApiError::forbidden(format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    self.kind.qualified_resource(),
+                    "",
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Why an update attempt did not commit.
+enum Retry {
+    /// Another write won the race; read again and retry.
+    Conflict,
+    /// A final error.
+    Fail(ApiError),
+}
+
+impl From<ApiError> for Retry {
+    fn from(e: ApiError) -> Self {
+        Retry::Fail(e)
+    }
+}
+
+/// Carries over the metadata only the server sets; a different uid is a conflict.
+fn keep_system_metadata(new: &mut Value, current: &Value) -> Result<(), ApiError> {
+    let current_meta = current.metadata().cloned().unwrap_or_default();
+    let meta = metadata_mut(new);
+    if let Some(uid) = meta
+        .get("uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        && Some(uid) != current_meta.get("uid").and_then(Value::as_str)
+    {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                current_meta
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            ),
+        ));
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match current_meta.get(field) {
+            Some(v) => meta.insert(field.to_owned(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    meta.remove("selfLink");
+    Ok(())
+}
+
+/// The revision a LIST without a continue token reads at: `None` for the newest.
+fn list_revision(query: &Query) -> Result<Option<Revision>, ApiError> {
+    let rv = query.get("resourceVersion").unwrap_or("");
+    match (rv, query.get("resourceVersionMatch").unwrap_or("")) {
+        ("" | "0", "") | ("" | "0", "NotOlderThan") => Ok(None),
+        ("", "Exact") => Err(ApiError::bad_request(
+            "resourceVersionMatch=Exact requires a resourceVersion",
+        )),
+        (rv, "Exact") => Ok(Some(parse_rv(rv)?.unwrap_or(0))),
+        // NotOlderThan (explicit or legacy): the newest state is never older than `rv`.
+        (rv, "" | "NotOlderThan") => {
+            parse_rv(rv)?;
+            Ok(None)
+        }
+        (_, other) => Err(ApiError::bad_request(format!(
+            "invalid resourceVersionMatch {other:?}"
+        ))),
+    }
+}
+
+/// Parses a resourceVersion; empty means none.
+pub fn parse_rv(rv: &str) -> Result<Option<Revision>, ApiError> {
+    if rv.is_empty() {
+        return Ok(None);
+    }
+    rv.parse::<Revision>()
+        .ok()
+        .filter(|r| *r >= 0)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version {rv:?}")))
+}
+
+/// The continue token: the list's revision and the last key returned, relative to the
+/// collection prefix, as base64 JSON (opaque to clients).
+fn encode_continue(rev: Revision, after: &str) -> String {
+    use base64::Engine;
+    let token = json!({"v": "kumo.continue/v1", "rv": rev, "start": after});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if v["v"] != "kumo.continue/v1" {
+        return Err(bad());
+    }
+    let rev = v["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?;
+    let start = v["start"].as_str().ok_or_else(bad)?;
+    if start.contains("..") {
+        return Err(bad());
+    }
+    Ok((rev, format!("{prefix}{start}")))
+}
+
+/// Whether `dryRun=All` was asked for (any other value is rejected as upstream does).
+fn is_dry_run(query: &Query) -> Result<bool, ApiError> {
+    match query.get_all("dryRun").as_slice() {
+        [] => Ok(false),
+        ["All"] => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "unsupported dryRun value {other:?}; only \"All\" is supported"
+        ))),
+    }
+}
+
+/// The parts of `DeleteOptions` the server acts on.
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    uid: Option<String>,
+    resource_version: Option<String>,
+    dry_run: bool,
+}
+
+impl DeleteOptions {
+    fn parse(query: &Query, body: &Bytes) -> Result<Self, ApiError> {
+        let mut options = DeleteOptions {
+            dry_run: is_dry_run(query)?,
+            ..Default::default()
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(options);
+        }
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let map: &Map<String, Value> = v
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request("DeleteOptions must be an object"))?;
+        if let Some(pre) = map.get("preconditions") {
+            options.uid = pre.get("uid").and_then(Value::as_str).map(str::to_owned);
+            options.resource_version = pre
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        match map.get("dryRun") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(Value::Array(a)) if a.len() == 1 && a[0] == "All" => options.dry_run = true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported dryRun value {other}"
+                )));
+            }
+        }
+        match map.get("propagationPolicy").and_then(Value::as_str) {
+            None | Some("Background" | "Foreground" | "Orphan") => {}
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "",
+                    "DeleteOptions",
+                    "",
+                    vec![StatusCause::new(
+                        "FieldValueNotSupported",
+                        "propagationPolicy",
+                        format!(
+                            "Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                        ),
+                    )],
+                ));
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per process and per instance: enough for name suffixes, which
+    // are checked for uniqueness by the store anyway.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "default/web-1");
+        assert_eq!(
+            decode_continue(&t, "/c/core/pods/").ok(),
+            Some((42, "/c/core/pods/default/web-1".to_owned()))
+        );
+        assert!(decode_continue("not-base64!!", "/p/").is_err());
+        assert!(decode_continue(&encode_continue(0, "x"), "/p/").is_err());
+    }
+
+    #[test]
+    fn list_revisions() {
+        let q = |s: &str| Query::parse(Some(s));
+        assert_eq!(list_revision(&q("")).ok(), Some(None));
+        assert_eq!(list_revision(&q("resourceVersion=0")).ok(), Some(None));
+        assert_eq!(
+            list_revision(&q("resourceVersion=5&resourceVersionMatch=Exact")).ok(),
+            Some(Some(5))
+        );
+        assert!(list_revision(&q("resourceVersion=x")).is_err());
+        assert!(list_revision(&q("resourceVersionMatch=Exact")).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTPS listener: TLS with optional client certificates (verified against the
+//! cluster CA), HTTP/1.1 and HTTP/2, one task per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::authn;
+use crate::pki::Pki;
+use crate::server::ApiServer;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM block could not be read.
+    #[error("reading {what}: {message}")]
+    Pem {
+        /// Which item.
+        what: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The server's TLS configuration: its serving certificate, and client certificates
+/// accepted (but not required: a request without one is answered 401) when they chain to
+/// the cluster CA. TLS 1.2 and 1.3 with rustls' default (strong, forward-secret) suites.
+pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let pem = |what: &'static str| {
+        move |e: rustls::pki_types::pem::Error| TlsError::Pem {
+            what,
+            message: e.to_string(),
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(pem("serving certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes())
+        .map_err(pem("serving key"))?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes()) {
+        roots.add(ca.map_err(pem("CA certificate"))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<ApiServer>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        tokio::spawn(async move { connection(server, acceptor, tcp, peer).await });
+    }
+}
+
+async fn connection(
+    server: Arc<ApiServer>,
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+        .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = authn::from_client_cert(tls.get_ref().1.peer_certificates());
+    let service = service_fn(move |req| {
+        let server = server.clone();
+        let identity = identity.clone();
+        async move {
+            // A panic in one request becomes a 500 for that request, not a dead server.
+            let handled = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                server.handle(req, identity),
+            ));
+            Ok::<_, std::convert::Infallible>(match handled.await {
+                Ok(resp) => resp,
+                Err(_) => crate::server::error_response(&apimachinery::status::ApiError::internal(
+                    "request handler panicked",
+                )),
+            })
+        }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

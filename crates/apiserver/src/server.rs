@@ -1,0 +1,527 @@
+//! The HTTP front: routes a request to its control plane and handler, decodes bodies,
+//! negotiates the response form and turns every error into a `Status`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+
+use apimachinery::kinds::{GroupVersion, KindInfo};
+use apimachinery::status::ApiError;
+use apimachinery::table::{IncludeObject, TableOptions};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use serde_json::Value;
+use store::Backend;
+
+use crate::authn::Identity;
+use crate::control_plane::ControlPlane;
+use crate::discovery;
+use crate::negotiate::{self, BodyFormat, Output};
+use crate::query::Query;
+use crate::request::{self, ResourcePath, Route};
+use crate::resource::{Reply, Scope};
+use crate::watch;
+
+/// Response body type: whole documents and watch streams alike.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest accepted request body, as upstream's 3 MiB limit.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The API server: a map of control planes over one datastore.
+pub struct ApiServer {
+    backend: Arc<dyn Backend>,
+    planes: RwLock<HashMap<String, Arc<ControlPlane>>>,
+}
+
+impl ApiServer {
+    /// A server with the default cluster on `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let server = Self {
+            backend,
+            planes: RwLock::new(HashMap::new()),
+        };
+        server.add_cluster(request::DEFAULT_CLUSTER);
+        server
+    }
+
+    /// Adds (or returns) the control plane of cluster `id`.
+    pub fn add_cluster(&self, id: &str) -> Arc<ControlPlane> {
+        let mut planes = self.planes.write().unwrap_or_else(|e| e.into_inner());
+        planes
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(ControlPlane::new(id, self.backend.clone())))
+            .clone()
+    }
+
+    /// The control plane of cluster `id`, if served.
+    pub fn cluster(&self, id: &str) -> Option<Arc<ControlPlane>> {
+        self.planes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Answers one request for an authenticated (or not: `None`) caller.
+    pub async fn handle<B>(&self, req: Request<B>, identity: Option<Identity>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let response = match identity {
+            None => error_response(&ApiError::unauthorized()),
+            Some(identity) => match self.route(req, &identity).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(&e),
+            },
+        };
+        tracing::debug!(%method, %uri, code = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        response
+    }
+
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        _identity: &Identity,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let target = request::parse(req.uri().path()).ok_or_else(ApiError::no_route)?;
+        let cp = self
+            .cluster(&target.cluster)
+            .ok_or_else(ApiError::no_route)?;
+        let query = Query::parse(req.uri().query());
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let method = req.method().clone();
+        if method != Method::GET && !matches!(target.route, Route::Resource(_)) {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported here"
+            )));
+        }
+        match target.route {
+            Route::Version => Ok(json_response(200, &discovery::version(), &[])),
+            Route::Health => Ok(text_response(200, "ok")),
+            Route::LegacyApi => match negotiate::choose(accept.as_deref(), false, true) {
+                Output::AggregatedDiscovery => Ok(aggregated_response(&discovery::aggregated(
+                    &cp.registry,
+                    true,
+                ))),
+                _ => Ok(json_response(200, &discovery::legacy_api_versions(), &[])),
+            },
+            Route::Groups => match negotiate::choose(accept.as_deref(), false, true) {
+                Output::AggregatedDiscovery => Ok(aggregated_response(&discovery::aggregated(
+                    &cp.registry,
+                    false,
+                ))),
+                _ => Ok(json_response(
+                    200,
+                    &discovery::legacy_group_list(&cp.registry),
+                    &[],
+                )),
+            },
+            Route::Group(g) => {
+                let doc =
+                    discovery::legacy_group(&cp.registry, &g).ok_or_else(ApiError::no_route)?;
+                Ok(json_response(200, &doc, &[]))
+            }
+            Route::GroupVersion(g, v) => {
+                let doc = discovery::resource_list(&cp.registry, &g, &v)
+                    .ok_or_else(ApiError::no_route)?;
+                Ok(json_response(200, &doc, &[]))
+            }
+            Route::OpenApiV3 => Ok(crate::openapi::root(&cp, &target.prefix)),
+            Route::OpenApiV3Doc(g, v) => {
+                crate::openapi::group_version(&cp, &GroupVersion::new(&g, &v), req.headers())
+            }
+            Route::OpenApiV2 => crate::openapi::v2(&cp, req.headers()),
+            Route::Resource(path) => {
+                self.resource(&cp, req, path, query, accept.as_deref())
+                    .await
+            }
+        }
+    }
+
+    async fn resource<B>(
+        &self,
+        cp: &ControlPlane,
+        req: Request<B>,
+        path: ResourcePath,
+        query: Query,
+        accept: Option<&str>,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let kind = cp
+            .registry
+            .lookup(&path.group, &path.version, &path.resource)
+            .ok_or_else(ApiError::no_route)?;
+        if path.namespace.is_some() && !kind.namespaced {
+            return Err(ApiError::no_route());
+        }
+        if let Some(sub) = &path.subresource
+            && kind.subresource(sub).is_none()
+        {
+            return Err(ApiError::no_route());
+        }
+        let scope = Scope {
+            cp,
+            kind: kind.clone(),
+            namespace: path.namespace.clone(),
+            name: path.name.clone(),
+            subresource: path.subresource.clone(),
+        };
+        let method = req.method().clone();
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_body(req.into_body()).await?;
+        let output = negotiate::choose(accept, true, false);
+        if output == Output::Unacceptable {
+            return Err(ApiError::not_acceptable(
+                "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io",
+            ));
+        }
+        let table = output == Output::Table;
+        let include = match query.get("includeObject") {
+            None => IncludeObject::Metadata,
+            Some(v) => IncludeObject::from_param(v)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid includeObject {v:?}")))?,
+        };
+        match path.subresource.as_deref() {
+            None | Some("status") => {}
+            Some("scale") => {
+                let reply = match method {
+                    Method::GET => Reply {
+                        code: 200,
+                        body: scope.get_scale().await?,
+                        warnings: vec![],
+                    },
+                    Method::PUT => scope.update_scale(&query, &body, None).await?,
+                    Method::PATCH => {
+                        let format = patch_format(content_type.as_deref())?;
+                        scope.update_scale(&query, &body, Some(format)).await?
+                    }
+                    m => {
+                        return Err(ApiError::method_not_allowed(format!(
+                            "{m} is not supported on scale"
+                        )));
+                    }
+                };
+                return Ok(json_response(reply.code, &reply.body, &reply.warnings));
+            }
+            Some(other) => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the {other} subresource of {} is not served by this server yet",
+                    kind.qualified_resource()
+                )));
+            }
+        }
+        if !verb_allowed(
+            &kind,
+            &method,
+            path.name.is_some(),
+            path.subresource.as_deref(),
+        ) {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on {}",
+                kind.qualified_resource()
+            )));
+        }
+        let reply = match (method, path.name.is_some()) {
+            (Method::GET, true) => {
+                let obj = scope.get().await?;
+                if table {
+                    let rv = obj
+                        .get("metadata")
+                        .and_then(|m| m.get("resourceVersion"))
+                        .and_then(Value::as_str);
+                    let opts = TableOptions {
+                        include_object: include,
+                        resource_version: rv.map(str::to_owned),
+                        ..Default::default()
+                    };
+                    return Ok(json_response(200, &render_table(&kind, &[obj], &opts), &[]));
+                }
+                Reply {
+                    code: 200,
+                    body: obj,
+                    warnings: vec![],
+                }
+            }
+            (Method::GET, false) if query.flag("watch") => {
+                let kind_for_render = kind.clone();
+                let render: watch::Render = if table {
+                    Box::new(move |obj, first| {
+                        let opts = TableOptions {
+                            include_object: include,
+                            omit_column_definitions: !first,
+                            resource_version: obj
+                                .pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            ..Default::default()
+                        };
+                        render_table(&kind_for_render, std::slice::from_ref(obj), &opts)
+                    })
+                } else {
+                    Box::new(|obj, _| obj.clone())
+                };
+                let rx = watch::start(&scope, &query, render).await?;
+                return Ok(stream_response(rx));
+            }
+            (Method::GET, false) => {
+                let (items, meta) = scope.list(&query).await?;
+                if table {
+                    let opts = TableOptions {
+                        include_object: include,
+                        resource_version: meta["resourceVersion"].as_str().map(str::to_owned),
+                        continue_token: meta
+                            .get("continue")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        ..Default::default()
+                    };
+                    return Ok(json_response(200, &render_table(&kind, &items, &opts), &[]));
+                }
+                Reply {
+                    code: 200,
+                    body: scope.list_object(items, meta),
+                    warnings: vec![],
+                }
+            }
+            (Method::POST, false) => {
+                scope
+                    .create(&query, decode_body(&body, content_type.as_deref())?)
+                    .await?
+            }
+            (Method::PUT, true) => {
+                scope
+                    .update(&query, decode_body(&body, content_type.as_deref())?)
+                    .await?
+            }
+            (Method::PATCH, true) => {
+                scope
+                    .patch(&query, patch_format(content_type.as_deref())?, &body)
+                    .await?
+            }
+            (Method::DELETE, true) => scope.delete(&query, &body).await?,
+            (Method::DELETE, false) => scope.delete_collection(&query, &body).await?,
+            (m, _) => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{m} is not supported on this path"
+                )));
+            }
+        };
+        Ok(json_response(reply.code, &reply.body, &reply.warnings))
+    }
+}
+
+/// The patch type of a PATCH request's Content-Type (415 for anything else).
+fn patch_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
+    negotiate::body_format(content_type)
+        .filter(|f| {
+            matches!(
+                f,
+                BodyFormat::JsonPatch
+                    | BodyFormat::MergePatch
+                    | BodyFormat::StrategicMergePatch
+                    | BodyFormat::ApplyPatch
+            )
+        })
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type.unwrap_or("")))
+}
+
+/// True if the kind's verbs allow this method on this path.
+fn verb_allowed(kind: &KindInfo, method: &Method, named: bool, sub: Option<&str>) -> bool {
+    let verb = match (method, named) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return false,
+    };
+    match sub.and_then(|s| kind.subresource(s)) {
+        Some(s) => s.verbs.iter().any(|v| v == verb),
+        None => {
+            kind.verbs.iter().any(|v| v == verb)
+                || (verb == "list" && kind.verbs.iter().any(|v| v == "watch"))
+        }
+    }
+}
+
+fn render_table(kind: &KindInfo, objects: &[Value], options: &TableOptions) -> Value {
+    apimachinery::table::table(
+        &kind.group,
+        &kind.kind,
+        objects,
+        options,
+        jiff::Timestamp::now(),
+    )
+}
+
+/// Reads a request body, refusing more than [`MAX_BODY_BYTES`] with 413.
+async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(MAX_BODY_BYTES))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "error reading request body: {e}"
+        ))),
+    }
+}
+
+/// Decodes a create or update body as its Content-Type says.
+pub fn decode_body(body: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
+    let format = negotiate::body_format(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type.unwrap_or("")))?;
+    match format {
+        BodyFormat::Json => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        }),
+        BodyFormat::Yaml => {
+            let v: serde_yaml::Value = serde_yaml::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            })?;
+            serde_json::to_value(v).map_err(|e| {
+                ApiError::bad_request(format!("the YAML body is not a JSON document: {e}"))
+            })
+        }
+        BodyFormat::Protobuf => apimachinery::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as protobuf: {e}"
+            ))
+        }),
+        _ => Err(ApiError::unsupported_media_type(content_type.unwrap_or(""))),
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn base_headers(builder: http::response::Builder) -> http::response::Builder {
+    builder
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .header("Audit-Id", uuid::Uuid::new_v4().to_string())
+}
+
+/// A JSON response with `Warning` headers.
+pub fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response<Body> {
+    let mut builder = base_headers(Response::builder().status(code))
+        .header(header::CONTENT_TYPE, "application/json");
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            builder = builder.header(header::WARNING, v);
+        }
+    }
+    builder
+        .body(full(serde_json::to_vec(body).unwrap_or_default()))
+        .unwrap_or_else(|_| internal())
+}
+
+fn aggregated_response(body: &Value) -> Response<Body> {
+    base_headers(Response::builder().status(200))
+        .header(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)
+        .header(header::VARY, "Accept")
+        .body(full(serde_json::to_vec(body).unwrap_or_default()))
+        .unwrap_or_else(|_| internal())
+}
+
+/// A byte response with an explicit content type and optional ETag.
+pub fn bytes_response(
+    content_type: &str,
+    body: Bytes,
+    etag: Option<&str>,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    if let Some(tag) = etag {
+        let quoted = format!("\"{tag}\"");
+        let matches = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == quoted);
+        if matches {
+            return Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, quoted)
+                .body(full(Bytes::new()))
+                .unwrap_or_else(|_| internal());
+        }
+        return Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::ETAG, quoted)
+            .header(header::VARY, "Accept")
+            .body(full(body))
+            .unwrap_or_else(|_| internal());
+    }
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(full(body))
+        .unwrap_or_else(|_| internal())
+}
+
+fn text_response(code: u16, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(text))
+        .unwrap_or_else(|_| internal())
+}
+
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, Infallible>(http_body::Frame::data(b)));
+    base_headers(Response::builder().status(200))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap_or_else(|_| internal())
+}
+
+/// The `Status` response for an error.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut resp = json_response(e.code, &e.to_status(), &[]);
+    if let Some(s) = e.retry_after_seconds
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn internal() -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from_static(b"internal error")));
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp
+}

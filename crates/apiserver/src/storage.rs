@@ -1,0 +1,134 @@
+//! Objects in the store: key layout, and the JSON encoding that keeps `resourceVersion`
+//! out of the stored bytes (it is the key's mod revision, injected on every read).
+
+use std::sync::Arc;
+
+use apimachinery::kinds::KindInfo;
+use apimachinery::object::set_meta;
+use apimachinery::status::ApiError;
+use bytes::Bytes;
+use serde_json::Value;
+use store::{Backend, KeyValue, Revision};
+
+/// The store a control plane writes through, scoped to one cluster's keys.
+#[derive(Clone)]
+pub struct ObjectStore {
+    backend: Arc<dyn Backend>,
+    cluster: String,
+}
+
+/// Where a kind's objects live: `/<cluster>/<group or core>/<plural>/[<namespace>/]<name>`.
+pub fn collection_prefix(cluster: &str, kind: &KindInfo, namespace: Option<&str>) -> String {
+    let group = if kind.group.is_empty() {
+        "core"
+    } else {
+        kind.group.as_str()
+    };
+    match namespace {
+        Some(ns) if kind.namespaced => format!("/{cluster}/{group}/{}/{ns}/", kind.plural),
+        _ => format!("/{cluster}/{group}/{}/", kind.plural),
+    }
+}
+
+impl ObjectStore {
+    /// A store for `cluster`'s objects.
+    pub fn new(backend: Arc<dyn Backend>, cluster: &str) -> Self {
+        Self {
+            backend,
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// The backend (for watches and revisions).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The key of one object.
+    pub fn key(&self, kind: &KindInfo, namespace: &str, name: &str) -> String {
+        let ns = if kind.namespaced {
+            Some(namespace)
+        } else {
+            None
+        };
+        format!("{}{name}", collection_prefix(&self.cluster, kind, ns))
+    }
+
+    /// The key prefix of a collection (one namespace, or all of them with `None`).
+    pub fn prefix(&self, kind: &KindInfo, namespace: Option<&str>) -> String {
+        collection_prefix(&self.cluster, kind, namespace)
+    }
+
+    /// Reads one object, with its resourceVersion set.
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, ApiError> {
+        let kv = self.backend.get(key).await.map_err(store_error)?;
+        kv.map(|kv| decode(&kv)).transpose()
+    }
+
+    /// Creates an object; returns it as stored.
+    pub async fn create(&self, key: &str, obj: &Value) -> Result<Value, store::Error> {
+        let rev = self.backend.create(key, encode(obj)).await?;
+        Ok(with_rv(obj.clone(), rev))
+    }
+
+    /// Replaces an object if it is still at `expected`; returns it as stored.
+    pub async fn update(
+        &self,
+        key: &str,
+        obj: &Value,
+        expected: Revision,
+    ) -> Result<Value, store::Error> {
+        let rev = self.backend.update(key, encode(obj), expected).await?;
+        Ok(with_rv(obj.clone(), rev))
+    }
+
+    /// Deletes an object if it is still at `expected`; returns its last state.
+    pub async fn delete(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> Result<Value, store::Error> {
+        let (rev, kv) = self.backend.delete(key, expected).await?;
+        let obj = decode(&kv).map_err(|e| store::Error::Backend(e.message))?;
+        Ok(with_rv(obj, rev))
+    }
+}
+
+/// The stored bytes of an object: its JSON without `metadata.resourceVersion`.
+pub fn encode(obj: &Value) -> Bytes {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
+}
+
+/// An object read from the store, with `resourceVersion` set from the key's mod revision.
+pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    let obj: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!("stored object {} is not valid JSON: {e}", kv.key))
+    })?;
+    Ok(with_rv(obj, kv.mod_revision))
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn with_rv(mut obj: Value, rev: Revision) -> Value {
+    set_meta(&mut obj, "resourceVersion", rev.to_string());
+    obj
+}
+
+/// Maps store failures that are not part of a verb's own logic to API errors.
+pub fn store_error(e: store::Error) -> ApiError {
+    match e {
+        store::Error::Compacted {
+            requested,
+            compacted,
+        } => ApiError::expired(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        store::Error::FutureRevision { requested, current } => ApiError::timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        other => ApiError::internal(other.to_string()),
+    }
+}

@@ -1,0 +1,173 @@
+//! Per-kind rules applied on every write: what create and update reset, when
+//! `metadata.generation` moves, and how the status subresource splits an object.
+
+use apimachinery::kinds::KindInfo;
+use serde_json::{Value, json};
+
+/// Kinds whose `metadata.generation` tracks spec changes. Custom resources always do.
+fn tracks_generation(kind: &KindInfo) -> bool {
+    let builtin_untracked = matches!(
+        (kind.group.as_str(), kind.kind.as_str()),
+        (
+            "",
+            "Pod"
+                | "Namespace"
+                | "Node"
+                | "ConfigMap"
+                | "Secret"
+                | "Service"
+                | "Endpoints"
+                | "Event"
+                | "ServiceAccount"
+        ) | (
+            "",
+            "PersistentVolume"
+                | "PersistentVolumeClaim"
+                | "LimitRange"
+                | "ResourceQuota"
+                | "PodTemplate"
+        ) | ("coordination.k8s.io", _)
+            | ("events.k8s.io", _)
+            | ("discovery.k8s.io", _)
+            | ("apps", "ControllerRevision")
+            | ("storage.k8s.io", _)
+            | ("rbac.authorization.k8s.io", _)
+            | ("certificates.k8s.io", _)
+            | ("scheduling.k8s.io", _)
+            | ("node.k8s.io", _)
+    );
+    !builtin_untracked
+}
+
+/// Prepares a new object: status starts empty for kinds with a status subresource
+/// (pods start Pending), generation starts at 1.
+pub fn prepare_for_create(kind: &KindInfo, obj: &mut Value) {
+    if kind.has_status() {
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("status");
+        }
+        match (kind.group.as_str(), kind.kind.as_str()) {
+            ("", "Pod") => obj["status"] = json!({"phase": "Pending"}),
+            ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
+            ("", "PersistentVolumeClaim") => obj["status"] = json!({"phase": "Pending"}),
+            ("", "PersistentVolume") => obj["status"] = json!({"phase": "Pending"}),
+            _ => {}
+        }
+    }
+    if kind.kind == "Namespace" && kind.group.is_empty() && obj.get("status").is_none() {
+        obj["status"] = json!({"phase": "Active"});
+    }
+    if tracks_generation(kind) {
+        obj["metadata"]["generation"] = json!(1);
+    }
+}
+
+/// Everything but metadata and status: what a generation bump compares.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    v
+}
+
+/// Prepares an update of the main resource: status changes are ignored for kinds with a
+/// status subresource, and the generation moves when anything outside metadata and status
+/// changed.
+pub fn prepare_for_update(kind: &KindInfo, new: &mut Value, old: &Value) {
+    if kind.has_status() {
+        match old.get("status") {
+            Some(status) => new["status"] = status.clone(),
+            None => {
+                if let Some(map) = new.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+    }
+    let old_generation = old.pointer("/metadata/generation").and_then(Value::as_i64);
+    if tracks_generation(kind) {
+        let generation = old_generation.unwrap_or(1);
+        let bumped = if spec_part(new) != spec_part(old) {
+            generation + 1
+        } else {
+            generation
+        };
+        new["metadata"]["generation"] = json!(bumped);
+    } else if let Some(g) = old_generation {
+        new["metadata"]["generation"] = json!(g);
+    }
+}
+
+/// Prepares an update through `/status`: only the status changes (and metadata the
+/// caller is allowed to touch there: none but resourceVersion).
+pub fn prepare_for_status_update(new: &Value, old: &Value) -> Value {
+    let mut merged = old.clone();
+    match new.get("status") {
+        Some(status) => merged["status"] = status.clone(),
+        None => {
+            if let Some(map) = merged.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apimachinery::kinds::builtin;
+
+    fn kind(k: &str) -> KindInfo {
+        builtin().into_iter().find(|i| i.kind == k).expect("kind")
+    }
+
+    #[test]
+    fn generation_bumps_on_spec_change_only() {
+        let deploy = kind("Deployment");
+        let mut obj =
+            json!({"metadata": {"name": "a"}, "spec": {"replicas": 1}, "status": {"replicas": 9}});
+        prepare_for_create(&deploy, &mut obj);
+        assert_eq!(obj["metadata"]["generation"], 1);
+        assert!(obj.get("status").is_none());
+        let old = obj.clone();
+        let mut same = old.clone();
+        same["metadata"]["labels"] = json!({"x": "y"});
+        same["status"] = json!({"replicas": 3});
+        prepare_for_update(&deploy, &mut same, &old);
+        assert_eq!(same["metadata"]["generation"], 1);
+        assert!(
+            same.get("status").is_none(),
+            "status changes are ignored on the main resource"
+        );
+        let mut changed = old.clone();
+        changed["spec"]["replicas"] = json!(2);
+        prepare_for_update(&deploy, &mut changed, &old);
+        assert_eq!(changed["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn configmaps_have_no_generation_and_pods_start_pending() {
+        let mut cm = json!({"metadata": {"name": "a"}, "data": {}});
+        prepare_for_create(&kind("ConfigMap"), &mut cm);
+        assert!(cm["metadata"].get("generation").is_none());
+        let mut pod =
+            json!({"metadata": {"name": "a"}, "spec": {}, "status": {"phase": "Running"}});
+        prepare_for_create(&kind("Pod"), &mut pod);
+        assert_eq!(pod["status"]["phase"], "Pending");
+    }
+
+    #[test]
+    fn status_update_keeps_spec() {
+        let old = json!({"spec": {"replicas": 1}, "status": {"replicas": 0}});
+        let new = json!({"spec": {"replicas": 5}, "status": {"replicas": 1}});
+        assert_eq!(
+            prepare_for_status_update(&new, &old),
+            json!({"spec": {"replicas": 1}, "status": {"replicas": 1}})
+        );
+    }
+}

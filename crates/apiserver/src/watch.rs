@@ -1,0 +1,181 @@
+//! WATCH: a chunked stream of `{"type": ..., "object": ...}` lines, from the store's
+//! ordered change feed, filtered by namespace and selectors.
+
+use std::time::Duration;
+
+use apimachinery::object::{ObjectExt, metadata_mut};
+use apimachinery::status::ApiError;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use store::{EventKind, Revision};
+use tokio::sync::mpsc;
+
+use crate::filter::Filter;
+use crate::query::Query;
+use crate::resource::{Scope, parse_rv};
+use crate::storage::decode;
+
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// A watch without `timeoutSeconds` ends after this long, as upstream's default
+/// min-request-timeout does (clients re-watch from their last resourceVersion).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// How each event's object is rendered.
+pub type Render = Box<dyn Fn(&Value, bool) -> Value + Send + Sync>;
+
+/// Starts a watch; returns the receiving end of its line stream. The stream ends when the
+/// timeout passes, the store ends, or the client goes away (the sender then fails).
+pub async fn start(
+    scope: &Scope<'_>,
+    query: &Query,
+    render: Render,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let filter = Filter::from_query(&scope.kind, scope.namespace.as_deref(), query)?;
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let send_initial = query.flag("sendInitialEvents");
+    let timeout = match query.get("timeoutSeconds") {
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+        ),
+        None => DEFAULT_TIMEOUT,
+    };
+    if send_initial && query.get("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::invalid(
+            "",
+            "ListOptions",
+            "",
+            vec![apimachinery::status::StatusCause::new(
+                "FieldValueForbidden",
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
+    }
+    let rv = parse_rv(query.get("resourceVersion").unwrap_or(""))?;
+    let backend = scope.cp.store.backend().clone();
+    let prefix = scope
+        .cp
+        .store
+        .prefix(&scope.kind, scope.namespace.as_deref());
+    let kind_name = scope.kind.kind.clone();
+    let api_version = scope.kind.api_version();
+
+    // With no resourceVersion (or 0), or when initial events are asked for, the watch
+    // starts with the current state as ADDED events.
+    let mut initial = Vec::new();
+    let start_rev = if rv.is_none_or(|r| r == 0) || send_initial {
+        let mut list_query = query.clone();
+        for p in [
+            "resourceVersion",
+            "resourceVersionMatch",
+            "limit",
+            "continue",
+        ] {
+            list_query.remove(p);
+        }
+        let (items, meta) = scope.list(&list_query).await?;
+        initial = items;
+        meta["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse::<Revision>().ok())
+            .unwrap_or(0)
+    } else {
+        rv.unwrap_or(0)
+    };
+
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let feed = backend.watch(&prefix, start_rev).await;
+    tokio::spawn(async move {
+        let send = |tx: &mpsc::Sender<Bytes>, v: Value| {
+            let mut line = serde_json::to_vec(&v).unwrap_or_default();
+            line.push(b'\n');
+            let tx = tx.clone();
+            async move { tx.send(Bytes::from(line)).await.is_ok() }
+        };
+        let bookmark = |rev: Revision, end_of_initial: bool| {
+            let mut obj = json!({"kind": kind_name, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}});
+            if end_of_initial {
+                obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"type": "BOOKMARK", "object": obj})
+        };
+        let mut feed = match feed {
+            Ok(feed) => feed,
+            Err(e) => {
+                let status = crate::storage::store_error(e).to_status();
+                send(&tx, json!({"type": "ERROR", "object": status})).await;
+                return;
+            }
+        };
+        let mut first = true;
+        for obj in &initial {
+            if !send(&tx, json!({"type": "ADDED", "object": render(obj, first)})).await {
+                return;
+            }
+            first = false;
+        }
+        if send_initial && bookmarks && !send(&tx, bookmark(start_rev, true)).await {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_rev = start_rev;
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+            BOOKMARK_INTERVAL,
+        );
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if !send(&tx, bookmark(last_rev, false)).await { return; }
+                }
+                _ = tx.closed() => return,
+                event = feed.next() => {
+                    let Some(event) = event else { return };
+                    let event = match event {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let status = crate::storage::store_error(e).to_status();
+                            send(&tx, json!({"type": "ERROR", "object": status})).await;
+                            return;
+                        }
+                    };
+                    last_rev = event.revision();
+                    let Some((kind, obj)) = classify(&filter, &event) else { continue };
+                    if !send(&tx, json!({"type": kind, "object": render(&obj, first)})).await { return; }
+                    first = false;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The watch event type for a store event under a filter: objects moving into the
+/// filter are ADDED, out of it DELETED, as upstream's watch cache reports them.
+fn classify(filter: &Filter, event: &store::Event) -> Option<(&'static str, Value)> {
+    let obj = decode(&event.kv).ok()?;
+    let prev = event.prev.as_ref().and_then(|p| decode(p).ok());
+    let now_matches = filter.matches(&obj);
+    let was_matching = prev.as_ref().is_some_and(|p| filter.matches(p));
+    match event.kind {
+        EventKind::Delete => was_matching.then_some(("DELETED", deleted_object(obj, prev))),
+        EventKind::Put => match (was_matching, now_matches) {
+            (false, true) => Some(("ADDED", obj)),
+            (true, true) => Some(("MODIFIED", obj)),
+            (true, false) => Some(("DELETED", obj)),
+            (false, false) => None,
+        },
+    }
+}
+
+/// A DELETED event carries the object's last state at the deletion's revision.
+fn deleted_object(obj: Value, prev: Option<Value>) -> Value {
+    let rv = obj.resource_version().to_owned();
+    let mut last = prev.unwrap_or(obj);
+    metadata_mut(&mut last).insert("resourceVersion".into(), json!(rv));
+    last
+}
