@@ -36,6 +36,13 @@ pub struct ApiError {
     pub reason: &'static str,
     /// Human-readable message.
     pub message: String,
+    /// `details` (boxed: errors travel through every `Result` in the request path).
+    pub details: Box<StatusDetails>,
+}
+
+/// The `details` of a `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusDetails {
     /// `details.name`.
     pub name: Option<String>,
     /// `details.group`.
@@ -58,18 +65,14 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after_seconds: None,
+            details: Box::default(),
         }
     }
 
     fn with_details(mut self, group: &str, resource: &str, name: &str) -> Self {
-        self.group = Some(group.to_owned()).filter(|g| !g.is_empty());
-        self.kind = Some(resource.to_owned());
-        self.name = Some(name.to_owned()).filter(|n| !n.is_empty());
+        self.details.group = Some(group.to_owned()).filter(|g| !g.is_empty());
+        self.details.kind = Some(resource.to_owned());
+        self.details.name = Some(name.to_owned()).filter(|n| !n.is_empty());
         self
     }
 
@@ -185,7 +188,7 @@ impl ApiError {
         };
         let _ = qualified;
         let mut err = Self::new(422, "Invalid", message).with_details(group, kind, name);
-        err.causes = causes;
+        err.details.causes = causes;
         err
     }
 
@@ -206,7 +209,7 @@ impl ApiError {
     /// 429 TooManyRequests.
     pub fn too_many_requests(message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(429, "TooManyRequests", message);
-        e.retry_after_seconds = Some(retry_after);
+        e.details.retry_after_seconds = Some(retry_after);
         e
     }
 
@@ -222,19 +225,20 @@ impl ApiError {
             "code": self.code,
         });
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
+        let d = &self.details;
+        if let Some(name) = &d.name {
             details.insert("name".into(), json!(name));
         }
-        if let Some(group) = &self.group {
+        if let Some(group) = &d.group {
             details.insert("group".into(), json!(group));
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &d.kind {
             details.insert("kind".into(), json!(kind));
         }
-        if !self.causes.is_empty() {
-            details.insert("causes".into(), json!(self.causes));
+        if !d.causes.is_empty() {
+            details.insert("causes".into(), json!(d.causes));
         }
-        if let Some(s) = self.retry_after_seconds {
+        if let Some(s) = d.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(s));
         }
         if !details.is_empty() {

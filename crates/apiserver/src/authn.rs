@@ -47,12 +47,13 @@ mod tests {
     #[test]
     fn reads_user_and_groups() {
         let ca = crate::pki::new_ca("test-ca").expect("ca");
-        let client = crate::pki::issue_client(&ca, "alice", &["dev", "ops"]).expect("client");
+        let client = crate::pki::issue_client(&ca, "alice", &["dev"]).expect("client");
+        assert!(crate::pki::issue_client(&ca, "bob", &["a", "b"]).is_err());
         let (_, pem) = x509_parser::pem::parse_x509_pem(client.cert_pem.as_bytes()).expect("pem");
         let der = CertificateDer::from(pem.contents.clone());
         let id = from_client_cert(Some(&[der])).expect("identity");
         assert_eq!(id.user, "alice");
-        assert_eq!(id.groups, vec!["dev", "ops", "system:authenticated"]);
+        assert_eq!(id.groups, vec!["dev", "system:authenticated"]);
         assert_eq!(from_client_cert(None), None);
     }
 }

@@ -74,19 +74,21 @@ pub fn choose(accept: Option<&str>, table_ok: bool, discovery_ok: bool) -> Outpu
         let as_ = range.param("as");
         let g = range.param("g");
         match (as_, g) {
-            (Some("Table"), Some("meta.k8s.io")) if table_ok && range.param("v") == Some("v1") => {
-                if range.essence == "application/json" {
-                    return Output::Table;
-                }
+            (Some("Table"), Some("meta.k8s.io"))
+                if table_ok
+                    && range.param("v") == Some("v1")
+                    && range.essence == "application/json" =>
+            {
+                return Output::Table;
             }
-            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io")) if discovery_ok => {
-                if range.essence == "application/json" && range.param("v") == Some("v2") {
-                    return Output::AggregatedDiscovery;
-                }
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"))
+                if discovery_ok
+                    && range.essence == "application/json"
+                    && range.param("v") == Some("v2") =>
+            {
+                return Output::AggregatedDiscovery;
             }
             (None, _) if range.is_json() => return Output::Json,
-            // A watch stream's media type.
-            (None, _) if range.essence == "application/json;stream=watch" => return Output::Json,
             _ => {}
         }
     }

@@ -30,9 +30,12 @@ fn kinds_of(cp: &ControlPlane, gv: &GroupVersion) -> Vec<KindInfo> {
         .collect()
 }
 
+/// A rendered document and its ETag.
+type Rendered = (Bytes, String);
+
 /// Rendered documents of the built-in API, shared by every control plane (they are the
 /// same for all tenants, and large: rendering them per tenant would cost megabytes each).
-static BUILTIN_DOCS: LazyLock<Mutex<BTreeMap<String, Arc<(Bytes, String)>>>> =
+static BUILTIN_DOCS: LazyLock<Mutex<BTreeMap<String, Arc<Rendered>>>> =
     LazyLock::new(Default::default);
 
 /// Renders (or takes from the cache) one document: its bytes and ETag.

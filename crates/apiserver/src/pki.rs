@@ -26,6 +26,9 @@ pub enum PkiError {
     /// Generating or parsing a key or certificate failed.
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
+    /// The request cannot be expressed in a certificate this PKI issues.
+    #[error("{0}")]
+    Unsupported(String),
     /// A stored certificate could not be parsed.
     #[error("{path}: not a valid PEM certificate")]
     BadPem {
@@ -127,8 +130,15 @@ pub fn issue_serving(ca: &CertKey, hosts: &[String]) -> Result<CertKey> {
     sign(ca, params)
 }
 
-/// Issues a client certificate: CN is the user name, O entries are the groups.
+/// Issues a client certificate: CN is the user name, O is the group. rcgen keeps one value
+/// per attribute type in a subject, so at most one group can be carried.
 pub fn issue_client(ca: &CertKey, user: &str, groups: &[&str]) -> Result<CertKey> {
+    if groups.len() > 1 {
+        return Err(PkiError::Unsupported(format!(
+            "a client certificate carries at most one group, got {}",
+            groups.len()
+        )));
+    }
     let mut params = CertificateParams::default();
     params.distinguished_name = dn(user, groups);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

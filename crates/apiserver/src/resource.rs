@@ -192,7 +192,7 @@ impl Scope<'_> {
                 .as_deref()
                 .filter(|_| obj.name().is_empty() || attempt > 0)
             {
-                set_meta(&mut obj, "name", generate_name(prefix, || rand_u32()));
+                set_meta(&mut obj, "name", generate_name(prefix, rand_u32));
             }
             validation::validate_create(&self.kind, &obj)?;
             if dry_run {

@@ -512,7 +512,7 @@ fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
 /// The `Status` response for an error.
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let mut resp = json_response(e.code, &e.to_status(), &[]);
-    if let Some(s) = e.retry_after_seconds
+    if let Some(s) = e.details.retry_after_seconds
         && let Ok(v) = HeaderValue::from_str(&s.to_string())
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
