@@ -2,6 +2,7 @@
 //! generic resource verbs over the revisioned store, for a map of control planes.
 
 pub mod authn;
+pub mod authz;
 pub mod control_plane;
 pub mod discovery;
 mod fields;
@@ -13,6 +14,7 @@ pub mod pki;
 mod query;
 pub mod request;
 mod resource;
+mod reviews;
 mod scale;
 pub mod serve;
 pub mod server;

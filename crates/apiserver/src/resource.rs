@@ -318,6 +318,99 @@ impl Scope<'_> {
         Err(self.conflict(&name, "too many concurrent writes; try again"))
     }
 
+    /// POST of a `Binding`: assigns an unscheduled pod to a node, once.
+    pub async fn bind(&self, query: &Query, binding: Value) -> Result<Reply, ApiError> {
+        let pod_name = match (&self.name, binding.name()) {
+            (Some(n), b) if b.is_empty() || b == n => n.clone(),
+            (Some(n), b) => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the binding ({b}) does not match the name on the URL ({n})"
+                )));
+            }
+            (None, b) if !b.is_empty() => b.to_owned(),
+            (None, _) => {
+                return Err(ApiError::bad_request(
+                    "a binding needs metadata.name (the pod)",
+                ));
+            }
+        };
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                &pod_name,
+                vec![StatusCause::new(
+                    "FieldValueRequired",
+                    "target.name",
+                    "Required value",
+                )],
+            ));
+        }
+        let Some(pod_kind) = self.cp.registry.by_kind("", "Pod") else {
+            return Err(ApiError::no_route());
+        };
+        let pods = Scope {
+            cp: self.cp,
+            kind: pod_kind,
+            namespace: self.namespace.clone(),
+            name: Some(pod_name.clone()),
+            subresource: None,
+        };
+        let dry_run = is_dry_run(query)?;
+        for _ in 0..MAX_RETRIES {
+            let current = pods.get().await?;
+            if let Some(existing) = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(pods.conflict(
+                    &pod_name,
+                    &format!("pod {pod_name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            if current.meta_str("deletionTimestamp").is_some() {
+                return Err(pods.conflict(
+                    &pod_name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            let mut bound = current.clone();
+            bound["spec"]["nodeName"] = json!(node);
+            let conditions = bound["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
+            bound["status"]["conditions"] = json!(conditions);
+            if dry_run {
+                break;
+            }
+            let key = pods.key(&pod_name);
+            let rv = parse_rv(current.resource_version())?.unwrap_or(0);
+            match self.cp.store.update(&key, &bound, rv).await {
+                Ok(_) => break,
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(store::Error::NotFound(_)) => return Err(pods.not_found(&pod_name)),
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Ok(Reply {
+            code: 201,
+            body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            warnings: vec![],
+        })
+    }
+
     /// GET of the `scale` subresource.
     pub async fn get_scale(&self) -> Result<Value, ApiError> {
         crate::scale::to_scale(&self.kind, &self.get().await?)
@@ -388,6 +481,8 @@ impl Scope<'_> {
             .unwrap_or(0);
         if self.subresource.as_deref() == Some("status") {
             new = strategy::prepare_for_status_update(&new, current);
+        } else if self.subresource.as_deref() == Some("approval") {
+            new = strategy::prepare_for_approval(&new, current);
         } else {
             keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
             strategy::prepare_for_update(&self.kind, &mut new, current);

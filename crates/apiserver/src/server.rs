@@ -16,12 +16,14 @@ use serde_json::Value;
 use store::Backend;
 
 use crate::authn::Identity;
+use crate::authz;
 use crate::control_plane::ControlPlane;
 use crate::discovery;
 use crate::negotiate::{self, BodyFormat, Output};
 use crate::query::Query;
 use crate::request::{self, ResourcePath, Route};
 use crate::resource::{Reply, Scope};
+use crate::reviews;
 use crate::watch;
 
 /// Response body type: whole documents and watch streams alike.
@@ -88,7 +90,7 @@ impl ApiServer {
     async fn route<B>(
         &self,
         req: Request<B>,
-        _identity: &Identity,
+        identity: &Identity,
     ) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -105,6 +107,18 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let method = req.method().clone();
+        let attrs = request_attributes(
+            &target.route,
+            &method,
+            &query,
+            req.uri().path().strip_prefix(&target.prefix).unwrap_or("/"),
+        );
+        let decision = authz::authorize(identity, &attrs);
+        if !decision.allowed {
+            return Err(ApiError::forbidden(authz::forbidden_message(
+                identity, &attrs,
+            )));
+        }
         if method != Method::GET && !matches!(target.route, Route::Resource(_)) {
             return Err(ApiError::method_not_allowed(format!(
                 "{method} is not supported here"
@@ -147,7 +161,7 @@ impl ApiServer {
             }
             Route::OpenApiV2 => crate::openapi::v2(&cp, req.headers()),
             Route::Resource(path) => {
-                self.resource(&cp, req, path, query, accept.as_deref())
+                self.resource(&cp, req, identity, path, query, accept.as_deref())
                     .await
             }
         }
@@ -157,6 +171,7 @@ impl ApiServer {
         &self,
         cp: &ControlPlane,
         req: Request<B>,
+        identity: &Identity,
         path: ResourcePath,
         query: Query,
         accept: Option<&str>,
@@ -197,6 +212,27 @@ impl ApiServer {
                 "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io",
             ));
         }
+        if reviews::is_review(&kind) {
+            if method != Method::POST || path.name.is_some() {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{} only supports create",
+                    kind.qualified_resource()
+                )));
+            }
+            let review = decode_body(&body, content_type.as_deref())?;
+            let answer = reviews::answer(&kind, identity, path.namespace.as_deref(), review)?;
+            return Ok(json_response(201, &answer, &[]));
+        }
+        let binding_request = (kind.group.is_empty() && kind.kind == "Binding")
+            || path.subresource.as_deref() == Some("binding");
+        if binding_request {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed("bindings only support create"));
+            }
+            let binding = decode_body(&body, content_type.as_deref())?;
+            let reply = scope.bind(&query, binding).await?;
+            return Ok(json_response(reply.code, &reply.body, &reply.warnings));
+        }
         let table = output == Output::Table;
         let include = match query.get("includeObject") {
             None => IncludeObject::Metadata,
@@ -204,7 +240,7 @@ impl ApiServer {
                 .ok_or_else(|| ApiError::bad_request(format!("invalid includeObject {v:?}")))?,
         };
         match path.subresource.as_deref() {
-            None | Some("status") => {}
+            None | Some("status" | "approval") => {}
             Some("scale") => {
                 let reply = match method {
                     Method::GET => Reply {
@@ -329,6 +365,48 @@ impl ApiServer {
             }
         };
         Ok(json_response(reply.code, &reply.body, &reply.warnings))
+    }
+}
+
+/// What a request asks to do, for the authorizer.
+fn request_attributes(
+    route: &Route,
+    method: &Method,
+    query: &Query,
+    path: &str,
+) -> authz::Attributes {
+    match route {
+        Route::Resource(p) => {
+            let verb = match (method, p.name.is_some()) {
+                (&Method::GET, true) => "get",
+                (&Method::GET, false) if query.flag("watch") => "watch",
+                (&Method::GET, false) => "list",
+                (&Method::POST, _) => "create",
+                (&Method::PUT, _) => "update",
+                (&Method::PATCH, _) => "patch",
+                (&Method::DELETE, true) => "delete",
+                (&Method::DELETE, false) => "deletecollection",
+                _ => "unknown",
+            };
+            authz::Attributes {
+                verb: verb.to_owned(),
+                group: p.group.clone(),
+                resource: p.resource.clone(),
+                subresource: p.subresource.clone().unwrap_or_default(),
+                namespace: p.namespace.clone().unwrap_or_default(),
+                name: p.name.clone().unwrap_or_default(),
+                path: String::new(),
+            }
+        }
+        _ => authz::Attributes {
+            verb: method.as_str().to_ascii_lowercase(),
+            path: if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.to_owned()
+            },
+            ..Default::default()
+        },
     }
 }
 

@@ -117,6 +117,20 @@ pub fn prepare_for_status_update(new: &Value, old: &Value) -> Value {
     merged
 }
 
+/// Prepares an update through a CSR's `/approval`: only the status conditions change.
+pub fn prepare_for_approval(new: &Value, old: &Value) -> Value {
+    let mut merged = old.clone();
+    let conditions = new
+        .pointer("/status/conditions")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if !merged.get("status").is_some_and(Value::is_object) {
+        merged["status"] = json!({});
+    }
+    merged["status"]["conditions"] = conditions;
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
