@@ -494,7 +494,13 @@ impl Scope<'_> {
             return Ok(new);
         }
         let key = self.key(name);
-        let finishing = new.meta_str("deletionTimestamp").is_some() && new.finalizers().is_empty();
+        let finishing = new.meta_str("deletionTimestamp").is_some()
+            && new.finalizers().is_empty()
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                == 0;
         if dry_run {
             return Ok(new);
         }
@@ -562,15 +568,26 @@ impl Scope<'_> {
             .map_err(Retry::Fail)?
             .unwrap_or(0);
         let key = self.key(name);
-        if !current.finalizers().is_empty() {
-            // Finalizers hold the object: mark it and let their owners finish.
-            if current.meta_str("deletionTimestamp").is_some() {
+        let grace = self.grace_period(current, options);
+        let terminating = current.meta_str("deletionTimestamp").is_some();
+        let forced = grace == 0 && terminating && current.finalizers().is_empty();
+        if (grace > 0 || !current.finalizers().is_empty()) && !forced {
+            // Graceful deletion or finalizers hold the object: mark it and let the node agent
+            // or the finalizers' owners finish. A later delete may only shorten the grace.
+            let existing = current
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            if terminating && existing.is_some_and(|g| g <= grace) {
                 return Ok(Reply::ok(current.clone()));
             }
             let mut marked = current.clone();
+            let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
             let meta = metadata_mut(&mut marked);
-            meta.insert("deletionTimestamp".into(), json!(now()));
-            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            meta.insert(
+                "deletionTimestamp".into(),
+                json!(apimachinery::object::format_time(deadline)),
+            );
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             if options.dry_run {
                 return Ok(Reply::ok(marked));
             }
@@ -592,6 +609,33 @@ impl Scope<'_> {
             Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
             Err(e) => Err(Retry::Fail(store_error(e))),
         }
+    }
+
+    /// The grace period of a deletion: only pods running on a node get one (the node agent
+    /// stops their containers, then deletes them with grace 0); everything else goes now.
+    fn grace_period(&self, obj: &Value, options: &DeleteOptions) -> i64 {
+        if !(self.kind.group.is_empty() && self.kind.kind == "Pod") {
+            return 0;
+        }
+        let scheduled = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !scheduled || matches!(phase, "Succeeded" | "Failed") {
+            return 0;
+        }
+        let requested = options
+            .grace_period_seconds
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30);
+        requested.max(0)
     }
 
     /// DELETE on a collection: deletes every matching object.
@@ -855,6 +899,7 @@ struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<String>,
     dry_run: bool,
+    grace_period_seconds: Option<i64>,
 }
 
 impl DeleteOptions {
@@ -863,6 +908,12 @@ impl DeleteOptions {
             dry_run: is_dry_run(query)?,
             ..Default::default()
         };
+        if let Some(g) = query.get("gracePeriodSeconds") {
+            options.grace_period_seconds =
+                Some(g.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
+                })?);
+        }
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(options);
         }
@@ -877,6 +928,12 @@ impl DeleteOptions {
                 .get("resourceVersion")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+        }
+        if let Some(g) = map.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
+            options.grace_period_seconds =
+                Some(g.as_i64().ok_or_else(|| {
+                    ApiError::bad_request("gracePeriodSeconds must be an integer")
+                })?);
         }
         match map.get("dryRun") {
             None | Some(Value::Null) => {}

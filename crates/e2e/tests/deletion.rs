@@ -1,0 +1,100 @@
+//! Finalizers and graceful deletion: objects with finalizers stay (marked) until the last
+//! finalizer goes; pods on a node are deleted gracefully, unscheduled pods at once.
+
+use e2e::Kumo;
+
+#[test]
+fn finalizers_hold_objects_until_removed() -> anyhow::Result<()> {
+    let kumo = Kumo::start()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\ndata: {a: b}\n",
+    )?;
+    kumo.kubectl(&["create", "-f", &file.to_string_lossy()])?;
+    kumo.kubectl(&["delete", "configmap", "held", "--wait=false"])?;
+    let ts = kumo.kubectl(&[
+        "get",
+        "configmap",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ])?;
+    assert!(!ts.is_empty(), "marked for deletion");
+    // Deleting again does not move the timestamp.
+    kumo.kubectl(&["delete", "configmap", "held", "--wait=false"])?;
+    assert_eq!(
+        kumo.kubectl(&[
+            "get",
+            "configmap",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ])?,
+        ts
+    );
+    // Ordinary updates still work while it is held.
+    kumo.kubectl(&["label", "configmap", "held", "x=y"])?;
+    kumo.kubectl(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
+    let gone = kumo.kubectl_fails(&["get", "configmap", "held"])?;
+    assert!(gone.contains("NotFound"), "{gone}");
+    Ok(())
+}
+
+#[test]
+fn pods_on_nodes_are_deleted_gracefully() -> anyhow::Result<()> {
+    let kumo = Kumo::start()?;
+    kumo.kubectl(&["run", "unscheduled", "--image=busybox"])?;
+    kumo.kubectl(&["delete", "pod", "unscheduled", "--wait=false"])?;
+    assert!(
+        kumo.kubectl_fails(&["get", "pod", "unscheduled"])?
+            .contains("NotFound")
+    );
+
+    kumo.kubectl(&["run", "bound", "--image=busybox"])?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("binding.json");
+    std::fs::write(
+        &file,
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"bound"},"target":{"name":"node-a"}}"#,
+    )?;
+    kumo.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/bound/binding",
+        "-f",
+        &file.to_string_lossy(),
+    ])?;
+    kumo.kubectl(&["delete", "pod", "bound", "--wait=false"])?;
+    let grace = kumo.kubectl(&[
+        "get",
+        "pod",
+        "bound",
+        "-o",
+        "jsonpath={.metadata.deletionGracePeriodSeconds}",
+    ])?;
+    assert_eq!(grace, "30", "the pod's default grace period");
+    let status = kumo.kubectl(&["get", "pod", "bound"])?;
+    assert!(status.contains("Terminating"), "{status}");
+    // A status update during termination does not delete it.
+    kumo.kubectl(&["annotate", "pod", "bound", "note=still-here"])?;
+    assert!(
+        kumo.kubectl(&["get", "pod", "bound", "-o", "name"])?
+            .contains("pod/bound")
+    );
+    // Force deletion (grace 0) removes it now.
+    kumo.kubectl(&["delete", "pod", "bound", "--grace-period=0", "--force"])?;
+    assert!(
+        kumo.kubectl_fails(&["get", "pod", "bound"])?
+            .contains("NotFound")
+    );
+    Ok(())
+}
