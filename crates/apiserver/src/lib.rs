@@ -5,6 +5,7 @@ pub mod authn;
 pub mod authz;
 pub mod control_plane;
 pub mod discovery;
+mod duplicates;
 mod fields;
 mod filter;
 pub mod negotiate;

@@ -51,6 +51,8 @@ pub struct Scope<'a> {
     pub name: Option<String>,
     /// Subresource (`status`, `scale`, ...).
     pub subresource: Option<String>,
+    /// Keys the request body repeated (for `fieldValidation`).
+    pub duplicates: Vec<String>,
 }
 
 /// How many times a patch or unconditional update is retried when it races another write.
@@ -154,7 +156,7 @@ impl Scope<'_> {
     /// POST: create an object.
     pub async fn create(&self, query: &Query, body: Value) -> Result<Reply, ApiError> {
         let mut obj = self.typed_body(body)?;
-        let warnings = validation::field_validation(&self.kind, query, &mut obj)?;
+        let warnings = validation::field_validation(&self.kind, query, &mut obj, &self.duplicates)?;
         self.set_namespace(&mut obj)?;
         let generate = obj.meta_str("generateName").map(str::to_owned);
         if obj.name().is_empty() && generate.as_deref().is_none_or(str::is_empty) {
@@ -231,7 +233,7 @@ impl Scope<'_> {
     pub async fn update(&self, query: &Query, body: Value) -> Result<Reply, ApiError> {
         let name = self.require_name()?.to_owned();
         let mut obj = self.typed_body(body)?;
-        let warnings = validation::field_validation(&self.kind, query, &mut obj)?;
+        let warnings = validation::field_validation(&self.kind, query, &mut obj, &self.duplicates)?;
         if obj.name().is_empty() {
             set_meta(&mut obj, "name", name.clone());
         } else if obj.name() != name {
@@ -291,7 +293,7 @@ impl Scope<'_> {
         for _ in 0..MAX_RETRIES {
             let current = self.get().await?;
             let mut patched = crate::patching::apply(&self.kind, format, &current, &patch_doc)?;
-            let warnings = validation::field_validation(&self.kind, query, &mut patched)?;
+            let warnings = validation::field_validation(&self.kind, query, &mut patched, &[])?;
             // A resourceVersion in the patch is a precondition.
             let wanted_rv = parse_rv(patched.resource_version())?;
             let current_rv = parse_rv(current.resource_version())?.unwrap_or(0);
@@ -360,6 +362,7 @@ impl Scope<'_> {
             namespace: self.namespace.clone(),
             name: Some(pod_name.clone()),
             subresource: None,
+            duplicates: Vec::new(),
         };
         let dry_run = is_dry_run(query)?;
         for _ in 0..MAX_RETRIES {
@@ -653,6 +656,7 @@ impl Scope<'_> {
                 namespace: Some(item.namespace().to_owned()).filter(|n| !n.is_empty()),
                 name: Some(item.name().to_owned()),
                 subresource: None,
+                duplicates: Vec::new(),
             };
             let name = item.name().to_owned();
             let mut done = false;

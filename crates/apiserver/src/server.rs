@@ -192,12 +192,13 @@ impl ApiServer {
         {
             return Err(ApiError::no_route());
         }
-        let scope = Scope {
+        let mut scope = Scope {
             cp,
             kind: kind.clone(),
             namespace: path.namespace.clone(),
             name: path.name.clone(),
             subresource: path.subresource.clone(),
+            duplicates: Vec::new(),
         };
         let method = req.method().clone();
         let content_type = req
@@ -206,6 +207,11 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let body = read_body(req.into_body()).await?;
+        if matches!(method, Method::POST | Method::PUT)
+            && negotiate::body_format(content_type.as_deref()) == Some(BodyFormat::Json)
+        {
+            scope.duplicates = crate::duplicates::duplicate_fields(&body);
+        }
         let output = negotiate::choose(accept, true, false);
         if output == Output::Unacceptable {
             return Err(ApiError::not_acceptable(

@@ -26,6 +26,7 @@ pub fn field_validation(
     kind: &KindInfo,
     query: &Query,
     obj: &mut Value,
+    duplicates: &[String],
 ) -> Result<Vec<String>, ApiError> {
     let mode = query.get("fieldValidation").unwrap_or("Warn");
     if !matches!(mode, "Ignore" | "Warn" | "Strict") {
@@ -33,34 +34,37 @@ pub fn field_validation(
             "fieldValidation parameter unsupported: {mode:?}; must be one of Ignore, Warn, Strict"
         )));
     }
-    let Some(root) = kind.schema_name.as_deref() else {
-        return Ok(Vec::new());
-    };
     let schemas = apimachinery::schema::builtin();
-    let unknown = schemas.unknown_fields(root, obj);
-    if unknown.is_empty() {
+    let unknown = match kind.schema_name.as_deref() {
+        Some(root) => schemas.unknown_fields(root, obj),
+        None => Vec::new(),
+    };
+    if unknown.is_empty() && duplicates.is_empty() {
         return Ok(Vec::new());
     }
+    let problems: Vec<String> = duplicates
+        .iter()
+        .map(|f| format!("duplicate field {f:?}"))
+        .chain(unknown.iter().map(|f| format!("unknown field {f:?}")))
+        .collect();
+    let prune = |obj: &mut Value| {
+        if let Some(root) = kind.schema_name.as_deref() {
+            schemas.prune(root, obj);
+        }
+    };
     match mode {
         "Strict" => {
-            let list = unknown
-                .iter()
-                .map(|f| format!("unknown field {f:?}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = problems.join(", ");
             Err(ApiError::bad_request(format!(
                 "strict decoding error: {list}"
             )))
         }
         "Warn" => {
-            schemas.prune(root, obj);
-            Ok(unknown
-                .iter()
-                .map(|f| format!("unknown field {f:?}"))
-                .collect())
+            prune(obj);
+            Ok(problems)
         }
         _ => {
-            schemas.prune(root, obj);
+            prune(obj);
             Ok(Vec::new())
         }
     }

@@ -507,6 +507,45 @@ fn namespaces_are_required_and_errors_are_statuses() -> anyhow::Result<()> {
         strict.contains("unknown field") && strict.contains("bogus"),
         "{strict}"
     );
+    // Duplicate fields: rejected under Strict, reported under Warn (the last value wins).
+    let dup = write(
+        dir.path(),
+        "dup.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}"#,
+    );
+    let strict = kumo.kubectl_fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        "-f",
+        &dup,
+    ])?;
+    assert!(
+        strict.contains("duplicate field") && strict.contains("data.a"),
+        "{strict}"
+    );
+    let warn = kumo
+        .kubectl_cmd(&[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?fieldValidation=Warn",
+            "-f",
+            &dup,
+        ])
+        .output()?;
+    assert!(
+        warn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warn.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&warn.stderr).contains("duplicate field"),
+        "Warning header shown"
+    );
+    assert_eq!(
+        kumo.kubectl(&["get", "cm", "dup", "-o", "jsonpath={.data.a}"])?,
+        "2"
+    );
     assert!(eventually(Duration::from_secs(1), || kumo
         .kubectl_fails(&["get", "cm", "u"])
         .is_ok()));
