@@ -1,6 +1,7 @@
 //! kumo's object model: the kinds registry, schemas, selectors, patches, validation and
 //! `Status` errors. This crate does no IO.
 
+pub mod crd;
 pub mod kinds;
 pub mod object;
 pub mod openapi;

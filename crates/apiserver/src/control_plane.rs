@@ -1,17 +1,35 @@
-//! A control plane: one cluster's registry of kinds, its slice of the store and its
-//! cached documents. The server holds a map of them; `kumo up`'s cluster is the first.
+//! A control plane: one cluster's registry of kinds (built-ins plus its CRDs) and its slice
+//! of the store. The server holds a map of them; `kumo up`'s cluster is the first.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use apimachinery::kinds::{self, KindInfo};
+use serde_json::Value;
 use store::Backend;
 
 use crate::storage::ObjectStore;
+
+/// What serving a custom resource needs beyond its `KindInfo`.
+#[derive(Debug, Clone)]
+pub struct CustomKind {
+    /// The CRD's name (`crontabs.stable.example.com`).
+    pub crd_name: String,
+    /// The version's `openAPIV3Schema` (empty object when none).
+    pub schema: Value,
+    /// The version objects are stored in.
+    pub storage_version: String,
+    /// The version's `additionalPrinterColumns` (JSON array, possibly empty).
+    pub printer_columns: Value,
+    /// The version's scale subresource (`specReplicasPath`, ...), if any.
+    pub scale: Option<Value>,
+}
 
 /// The kinds a control plane serves, indexed for request routing.
 #[derive(Debug, Default)]
 pub struct Registry {
     kinds: Vec<Arc<KindInfo>>,
+    custom: BTreeMap<(String, String, String), Arc<CustomKind>>,
 }
 
 impl Registry {
@@ -19,7 +37,29 @@ impl Registry {
     pub fn builtin() -> Self {
         Self {
             kinds: kinds::builtin().into_iter().map(Arc::new).collect(),
+            custom: BTreeMap::new(),
         }
+    }
+
+    /// The built-ins plus custom kinds (each with what serving it needs).
+    pub fn with_custom(custom: Vec<(KindInfo, CustomKind)>) -> Self {
+        let mut registry = Self::builtin();
+        for (info, extra) in custom {
+            let key = (
+                info.group.clone(),
+                info.version.clone(),
+                info.plural.clone(),
+            );
+            if registry
+                .lookup(&info.group, &info.version, &info.plural)
+                .is_some()
+            {
+                continue;
+            }
+            registry.custom.insert(key, Arc::new(extra));
+            registry.kinds.push(Arc::new(info));
+        }
+        registry
     }
 
     /// The kind served at `group/version/plural`.
@@ -27,6 +67,17 @@ impl Registry {
         self.kinds
             .iter()
             .find(|k| k.group == group && k.version == version && k.plural == plural)
+            .cloned()
+    }
+
+    /// The custom-resource details of a kind, `None` for built-ins.
+    pub fn custom(&self, kind: &KindInfo) -> Option<Arc<CustomKind>> {
+        self.custom
+            .get(&(
+                kind.group.clone(),
+                kind.version.clone(),
+                kind.plural.clone(),
+            ))
             .cloned()
     }
 
@@ -75,17 +126,29 @@ pub struct ControlPlane {
     pub id: String,
     /// The cluster's objects.
     pub store: ObjectStore,
-    /// The kinds served.
-    pub registry: Registry,
+    registry: RwLock<Arc<Registry>>,
 }
 
 impl ControlPlane {
-    /// A control plane for `id` on `backend`.
+    /// A control plane for `id` on `backend`, serving the built-in kinds.
     pub fn new(id: &str, backend: Arc<dyn Backend>) -> Self {
         Self {
             id: id.to_owned(),
             store: ObjectStore::new(backend, id),
-            registry: Registry::builtin(),
+            registry: RwLock::new(Arc::new(Registry::builtin())),
         }
+    }
+
+    /// The kinds served now (a snapshot; CRDs change it).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the served kinds.
+    pub fn set_registry(&self, registry: Registry) {
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
     }
 }

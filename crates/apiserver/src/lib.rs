@@ -4,6 +4,8 @@
 pub mod authn;
 pub mod authz;
 pub mod control_plane;
+mod conversion;
+pub mod crds;
 pub mod discovery;
 mod duplicates;
 mod fields;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use store::{RangeRequest, Revision};
 
-use crate::control_plane::ControlPlane;
+use crate::control_plane::{ControlPlane, CustomKind};
 use crate::filter::Filter;
 use crate::negotiate::BodyFormat;
 use crate::query::Query;
@@ -53,6 +53,8 @@ pub struct Scope<'a> {
     pub subresource: Option<String>,
     /// Keys the request body repeated (for `fieldValidation`).
     pub duplicates: Vec<String>,
+    /// The custom-resource details, for kinds defined by CRDs.
+    pub custom: Option<Arc<CustomKind>>,
 }
 
 /// How many times a patch or unconditional update is retried when it races another write.
@@ -77,6 +79,15 @@ impl Scope<'_> {
         self.name
             .as_deref()
             .ok_or_else(|| ApiError::method_not_allowed("a resource name is required"))
+    }
+
+    /// GET of the object `name` in this scope's namespace.
+    pub async fn get_named(&self, name: &str) -> Result<Value, ApiError> {
+        self.cp
+            .store
+            .get(&self.key(name))
+            .await?
+            .ok_or_else(|| self.not_found(name))
     }
 
     /// GET of one object.
@@ -156,7 +167,13 @@ impl Scope<'_> {
     /// POST: create an object.
     pub async fn create(&self, query: &Query, body: Value) -> Result<Reply, ApiError> {
         let mut obj = self.typed_body(body)?;
-        let warnings = validation::field_validation(&self.kind, query, &mut obj, &self.duplicates)?;
+        let warnings = validation::field_validation(
+            &self.kind,
+            self.custom.as_deref(),
+            query,
+            &mut obj,
+            &self.duplicates,
+        )?;
         self.set_namespace(&mut obj)?;
         let generate = obj.meta_str("generateName").map(str::to_owned);
         if obj.name().is_empty() && generate.as_deref().is_none_or(str::is_empty) {
@@ -184,6 +201,7 @@ impl Scope<'_> {
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
+        validation::apply_defaults(self.custom.as_deref(), &mut obj);
         strategy::prepare_for_create(&self.kind, &mut obj);
         if self.kind.namespaced {
             self.check_namespace_accepts(obj.namespace()).await?;
@@ -196,7 +214,7 @@ impl Scope<'_> {
             {
                 set_meta(&mut obj, "name", generate_name(prefix, rand_u32));
             }
-            validation::validate_create(&self.kind, &obj)?;
+            validation::validate_create(&self.kind, self.custom.as_deref(), &obj)?;
             if dry_run {
                 return Ok(Reply {
                     code: 201,
@@ -233,7 +251,13 @@ impl Scope<'_> {
     pub async fn update(&self, query: &Query, body: Value) -> Result<Reply, ApiError> {
         let name = self.require_name()?.to_owned();
         let mut obj = self.typed_body(body)?;
-        let warnings = validation::field_validation(&self.kind, query, &mut obj, &self.duplicates)?;
+        let warnings = validation::field_validation(
+            &self.kind,
+            self.custom.as_deref(),
+            query,
+            &mut obj,
+            &self.duplicates,
+        )?;
         if obj.name().is_empty() {
             set_meta(&mut obj, "name", name.clone());
         } else if obj.name() != name {
@@ -292,8 +316,16 @@ impl Scope<'_> {
         let dry_run = is_dry_run(query)?;
         for _ in 0..MAX_RETRIES {
             let current = self.get().await?;
-            let mut patched = crate::patching::apply(&self.kind, format, &current, &patch_doc)?;
-            let warnings = validation::field_validation(&self.kind, query, &mut patched, &[])?;
+            let view = crate::conversion::from_storage(&self.kind, current.clone());
+            let patched = crate::patching::apply(&self.kind, format, &view, &patch_doc)?;
+            let mut patched = crate::conversion::to_storage(&self.kind, patched);
+            let warnings = validation::field_validation(
+                &self.kind,
+                self.custom.as_deref(),
+                query,
+                &mut patched,
+                &[],
+            )?;
             // A resourceVersion in the patch is a precondition.
             let wanted_rv = parse_rv(patched.resource_version())?;
             let current_rv = parse_rv(current.resource_version())?.unwrap_or(0);
@@ -353,7 +385,7 @@ impl Scope<'_> {
                 )],
             ));
         }
-        let Some(pod_kind) = self.cp.registry.by_kind("", "Pod") else {
+        let Some(pod_kind) = self.cp.registry().by_kind("", "Pod") else {
             return Err(ApiError::no_route());
         };
         let pods = Scope {
@@ -363,6 +395,7 @@ impl Scope<'_> {
             name: Some(pod_name.clone()),
             subresource: None,
             duplicates: Vec::new(),
+            custom: None,
         };
         let dry_run = is_dry_run(query)?;
         for _ in 0..MAX_RETRIES {
@@ -488,9 +521,11 @@ impl Scope<'_> {
             new = strategy::prepare_for_approval(&new, current);
         } else {
             keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
+            validation::apply_defaults(self.custom.as_deref(), &mut new);
             strategy::prepare_for_update(&self.kind, &mut new, current);
         }
-        validation::validate_update(&self.kind, &new, current).map_err(Retry::Fail)?;
+        validation::validate_update(&self.kind, self.custom.as_deref(), &new, current)
+            .map_err(Retry::Fail)?;
         set_meta(&mut new, "resourceVersion", current.resource_version());
         if new == *current {
             // A no-op write changes nothing, not even the resourceVersion.
@@ -657,6 +692,7 @@ impl Scope<'_> {
                 name: Some(item.name().to_owned()),
                 subresource: None,
                 duplicates: Vec::new(),
+                custom: self.custom.clone(),
             };
             let name = item.name().to_owned();
             let mut done = false;
@@ -731,7 +767,10 @@ impl Scope<'_> {
         if !map.get("metadata").is_none_or(Value::is_object) {
             return Err(ApiError::bad_request("metadata must be an object"));
         }
-        Ok(Value::Object(map))
+        Ok(crate::conversion::to_storage(
+            &self.kind,
+            Value::Object(map),
+        ))
     }
 
     /// Namespaced objects take the namespace of the path; cluster-scoped ones have none.
@@ -758,7 +797,7 @@ impl Scope<'_> {
 
     /// New objects need an existing namespace that is not terminating.
     async fn check_namespace_accepts(&self, namespace: &str) -> Result<(), ApiError> {
-        let Some(ns_kind) = self.cp.registry.by_kind("", "Namespace") else {
+        let Some(ns_kind) = self.cp.registry().by_kind("", "Namespace") else {
             return Ok(());
         };
         let key = self.cp.store.key(&ns_kind, "", namespace);
@@ -884,6 +923,11 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String), ApiE
         return Err(bad());
     }
     Ok((rev, format!("{prefix}{start}")))
+}
+
+/// True when the query asks for a dry run (invalid values are rejected elsewhere).
+pub fn is_dry_run_query(query: &Query) -> bool {
+    is_dry_run(query).unwrap_or(true)
 }
 
 /// Whether `dryRun=All` was asked for (any other value is rejected as upstream does).

@@ -17,7 +17,8 @@ use store::Backend;
 
 use crate::authn::Identity;
 use crate::authz;
-use crate::control_plane::ControlPlane;
+use crate::control_plane::{ControlPlane, CustomKind};
+use crate::crds;
 use crate::discovery;
 use crate::negotiate::{self, BodyFormat, Output};
 use crate::query::Query;
@@ -56,6 +57,21 @@ impl ApiServer {
             .entry(id.to_owned())
             .or_insert_with(|| Arc::new(ControlPlane::new(id, self.backend.clone())))
             .clone()
+    }
+
+    /// Loads every cluster's CRDs from the store, so their kinds are served after a restart.
+    pub async fn load_custom_kinds(&self) -> Result<(), ApiError> {
+        let planes: Vec<Arc<ControlPlane>> = self
+            .planes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for cp in planes {
+            crds::reload(&cp).await?;
+        }
+        Ok(())
     }
 
     /// The control plane of cluster `id`, if served.
@@ -129,29 +145,29 @@ impl ApiServer {
             Route::Health => Ok(text_response(200, "ok")),
             Route::LegacyApi => match negotiate::choose(accept.as_deref(), false, true) {
                 Output::AggregatedDiscovery => Ok(aggregated_response(&discovery::aggregated(
-                    &cp.registry,
+                    &cp.registry(),
                     true,
                 ))),
                 _ => Ok(json_response(200, &discovery::legacy_api_versions(), &[])),
             },
             Route::Groups => match negotiate::choose(accept.as_deref(), false, true) {
                 Output::AggregatedDiscovery => Ok(aggregated_response(&discovery::aggregated(
-                    &cp.registry,
+                    &cp.registry(),
                     false,
                 ))),
                 _ => Ok(json_response(
                     200,
-                    &discovery::legacy_group_list(&cp.registry),
+                    &discovery::legacy_group_list(&cp.registry()),
                     &[],
                 )),
             },
             Route::Group(g) => {
                 let doc =
-                    discovery::legacy_group(&cp.registry, &g).ok_or_else(ApiError::no_route)?;
+                    discovery::legacy_group(&cp.registry(), &g).ok_or_else(ApiError::no_route)?;
                 Ok(json_response(200, &doc, &[]))
             }
             Route::GroupVersion(g, v) => {
-                let doc = discovery::resource_list(&cp.registry, &g, &v)
+                let doc = discovery::resource_list(&cp.registry(), &g, &v)
                     .ok_or_else(ApiError::no_route)?;
                 Ok(json_response(200, &doc, &[]))
             }
@@ -181,7 +197,7 @@ impl ApiServer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let kind = cp
-            .registry
+            .registry()
             .lookup(&path.group, &path.version, &path.resource)
             .ok_or_else(ApiError::no_route)?;
         if path.namespace.is_some() && !kind.namespaced {
@@ -192,6 +208,8 @@ impl ApiServer {
         {
             return Err(ApiError::no_route());
         }
+        let kind_name = kind.kind.clone();
+        let api_version = kind.api_version();
         let mut scope = Scope {
             cp,
             kind: kind.clone(),
@@ -199,6 +217,20 @@ impl ApiServer {
             name: path.name.clone(),
             subresource: path.subresource.clone(),
             duplicates: Vec::new(),
+            custom: cp.registry().custom(&kind),
+        };
+        let custom = scope.custom.clone();
+        let kind_for_present = kind.clone();
+        let present = move |obj: Value| -> Value {
+            let mut obj = crate::conversion::from_storage(&kind_for_present, obj);
+            // Custom resources are served in every version (conversion `None`): only the
+            // apiVersion differs.
+            if custom.is_some()
+                && obj.get("kind").and_then(Value::as_str) == Some(kind_name.as_str())
+            {
+                obj["apiVersion"] = Value::String(api_version.clone());
+            }
+            obj
         };
         let method = req.method().clone();
         let content_type = req
@@ -287,7 +319,7 @@ impl ApiServer {
         }
         let reply = match (method, path.name.is_some()) {
             (Method::GET, true) => {
-                let obj = scope.get().await?;
+                let obj = present(scope.get().await?);
                 if table {
                     let rv = obj
                         .get("metadata")
@@ -298,7 +330,11 @@ impl ApiServer {
                         resource_version: rv.map(str::to_owned),
                         ..Default::default()
                     };
-                    return Ok(json_response(200, &render_table(&kind, &[obj], &opts), &[]));
+                    return Ok(json_response(
+                        200,
+                        &render_table(cp, &kind, &[obj], &opts),
+                        &[],
+                    ));
                 }
                 Reply {
                     code: 200,
@@ -308,6 +344,8 @@ impl ApiServer {
             }
             (Method::GET, false) if query.flag("watch") => {
                 let kind_for_render = kind.clone();
+                let custom_for_render = cp.registry().custom(&kind);
+                let present = present.clone();
                 let render: watch::Render = if table {
                     Box::new(move |obj, first| {
                         let opts = TableOptions {
@@ -319,16 +357,22 @@ impl ApiServer {
                                 .map(str::to_owned),
                             ..Default::default()
                         };
-                        render_table(&kind_for_render, std::slice::from_ref(obj), &opts)
+                        table_for(
+                            &kind_for_render,
+                            custom_for_render.as_deref(),
+                            std::slice::from_ref(obj),
+                            &opts,
+                        )
                     })
                 } else {
-                    Box::new(|obj, _| obj.clone())
+                    Box::new(move |obj, _| present(obj.clone()))
                 };
                 let rx = watch::start(&scope, &query, render).await?;
                 return Ok(stream_response(rx));
             }
             (Method::GET, false) => {
                 let (items, meta) = scope.list(&query).await?;
+                let items: Vec<Value> = items.into_iter().map(&present).collect();
                 if table {
                     let opts = TableOptions {
                         include_object: include,
@@ -339,7 +383,11 @@ impl ApiServer {
                             .map(str::to_owned),
                         ..Default::default()
                     };
-                    return Ok(json_response(200, &render_table(&kind, &items, &opts), &[]));
+                    return Ok(json_response(
+                        200,
+                        &render_table(cp, &kind, &items, &opts),
+                        &[],
+                    ));
                 }
                 Reply {
                     code: 200,
@@ -362,6 +410,15 @@ impl ApiServer {
                     .patch(&query, patch_format(content_type.as_deref())?, &body)
                     .await?
             }
+            (Method::DELETE, true) if crds::is_crd(&kind) => {
+                // A CRD takes its objects with it.
+                let crd = scope.get().await?;
+                let reply = scope.delete(&query, &body).await?;
+                if !crate::resource::is_dry_run_query(&query) {
+                    crds::delete_instances(cp, &crd).await?;
+                }
+                reply
+            }
             (Method::DELETE, true) => scope.delete(&query, &body).await?,
             (Method::DELETE, false) => scope.delete_collection(&query, &body).await?,
             (m, _) => {
@@ -370,7 +427,31 @@ impl ApiServer {
                 )));
             }
         };
-        Ok(json_response(reply.code, &reply.body, &reply.warnings))
+        if crds::is_crd(&kind) && !crate::resource::is_dry_run_query(&query) {
+            // A written CRD is established and served before the answer goes out.
+            if reply.code < 300
+                && reply.body.get("kind").and_then(Value::as_str)
+                    == Some("CustomResourceDefinition")
+            {
+                let name = reply
+                    .body
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                crds::establish(cp, &name).await?;
+            }
+            crds::reload(cp).await?;
+            if let Some(name) = reply.body.pointer("/metadata/name").and_then(Value::as_str)
+                && reply.body.get("kind").and_then(Value::as_str)
+                    == Some("CustomResourceDefinition")
+                && let Ok(current) = scope.get_named(name).await
+            {
+                return Ok(json_response(reply.code, &current, &reply.warnings));
+            }
+        }
+        let body = present(reply.body);
+        Ok(json_response(reply.code, &body, &reply.warnings))
     }
 }
 
@@ -452,14 +533,35 @@ fn verb_allowed(kind: &KindInfo, method: &Method, named: bool, sub: Option<&str>
     }
 }
 
-fn render_table(kind: &KindInfo, objects: &[Value], options: &TableOptions) -> Value {
-    apimachinery::table::table(
-        &kind.group,
-        &kind.kind,
+fn render_table(
+    cp: &ControlPlane,
+    kind: &KindInfo,
+    objects: &[Value],
+    options: &TableOptions,
+) -> Value {
+    table_for(
+        kind,
+        cp.registry().custom(kind).as_deref(),
         objects,
         options,
-        jiff::Timestamp::now(),
     )
+}
+
+/// A Table of objects: upstream's columns for built-ins, printer columns for custom kinds.
+fn table_for(
+    kind: &KindInfo,
+    custom: Option<&CustomKind>,
+    objects: &[Value],
+    options: &TableOptions,
+) -> Value {
+    let now = jiff::Timestamp::now();
+    match custom {
+        Some(c) => {
+            let columns = apimachinery::table::crd_columns(&c.printer_columns);
+            apimachinery::table::crd_table(&columns, objects, options, now)
+        }
+        None => apimachinery::table::table(&kind.group, &kind.kind, objects, options, now),
+    }
 }
 
 /// Reads a request body, refusing more than [`MAX_BODY_BYTES`] with 413.

@@ -1,5 +1,6 @@
-//! Request-level validation: `fieldValidation` (unknown fields), and the checks every
-//! create and update runs (metadata, immutable fields).
+//! Request-level validation: `fieldValidation` (unknown and duplicate fields), and the
+//! checks every create and update runs (metadata, CRD definitions, custom objects against
+//! their schema, immutable fields).
 
 use apimachinery::kinds::KindInfo;
 use apimachinery::object::ObjectExt;
@@ -7,6 +8,8 @@ use apimachinery::status::{ApiError, StatusCause};
 use apimachinery::validation::{NameRule, metadata_causes};
 use serde_json::Value;
 
+use crate::control_plane::CustomKind;
+use crate::crds;
 use crate::query::Query;
 
 /// The name rule of a kind, as upstream's validation chooses it.
@@ -15,15 +18,35 @@ fn name_rule(kind: &KindInfo) -> NameRule {
         ("", "Namespace") => NameRule::Label,
         ("", "Service") => NameRule::Label1035,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
-        ("", "Node") | ("certificates.k8s.io", _) => NameRule::Subdomain,
         _ => NameRule::Subdomain,
     }
 }
 
+/// The fields of `obj` its schema does not know (pruning a copy tells, for custom kinds).
+fn unknown_fields(kind: &KindInfo, custom: Option<&CustomKind>, obj: &Value) -> Vec<String> {
+    match (custom, kind.schema_name.as_deref()) {
+        (Some(c), _) => apimachinery::crd::prune(&c.schema, &mut obj.clone()),
+        (None, Some(root)) => apimachinery::schema::builtin().unknown_fields(root, obj),
+        (None, None) => Vec::new(),
+    }
+}
+
+fn prune(kind: &KindInfo, custom: Option<&CustomKind>, obj: &mut Value) {
+    match (custom, kind.schema_name.as_deref()) {
+        (Some(c), _) => {
+            apimachinery::crd::prune(&c.schema, obj);
+        }
+        (None, Some(root)) => apimachinery::schema::builtin().prune(root, obj),
+        (None, None) => {}
+    }
+}
+
 /// Applies `fieldValidation`: unknown fields are dropped, reported as warnings (`Warn`,
-/// the default) or rejected with 400 (`Strict`). Returns the warnings.
+/// the default) or rejected with 400 (`Strict`); duplicate fields likewise. Returns the
+/// warnings.
 pub fn field_validation(
     kind: &KindInfo,
+    custom: Option<&CustomKind>,
     query: &Query,
     obj: &mut Value,
     duplicates: &[String],
@@ -34,11 +57,7 @@ pub fn field_validation(
             "fieldValidation parameter unsupported: {mode:?}; must be one of Ignore, Warn, Strict"
         )));
     }
-    let schemas = apimachinery::schema::builtin();
-    let unknown = match kind.schema_name.as_deref() {
-        Some(root) => schemas.unknown_fields(root, obj),
-        None => Vec::new(),
-    };
+    let unknown = unknown_fields(kind, custom, obj);
     if unknown.is_empty() && duplicates.is_empty() {
         return Ok(Vec::new());
     }
@@ -47,32 +66,42 @@ pub fn field_validation(
         .map(|f| format!("duplicate field {f:?}"))
         .chain(unknown.iter().map(|f| format!("unknown field {f:?}")))
         .collect();
-    let prune = |obj: &mut Value| {
-        if let Some(root) = kind.schema_name.as_deref() {
-            schemas.prune(root, obj);
-        }
-    };
     match mode {
-        "Strict" => {
-            let list = problems.join(", ");
-            Err(ApiError::bad_request(format!(
-                "strict decoding error: {list}"
-            )))
-        }
+        "Strict" => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            problems.join(", ")
+        ))),
         "Warn" => {
-            prune(obj);
+            prune(kind, custom, obj);
             Ok(problems)
         }
         _ => {
-            prune(obj);
+            prune(kind, custom, obj);
             Ok(Vec::new())
         }
     }
 }
 
+/// Defaults from a custom kind's schema.
+pub fn apply_defaults(custom: Option<&CustomKind>, obj: &mut Value) {
+    if let Some(c) = custom {
+        apimachinery::crd::apply_defaults(&c.schema, obj);
+    }
+}
+
 /// Checks run on every create.
-pub fn validate_create(kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
-    let causes = metadata_causes(obj, name_rule(kind));
+pub fn validate_create(
+    kind: &KindInfo,
+    custom: Option<&CustomKind>,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    let mut causes = metadata_causes(obj, name_rule(kind));
+    if crds::is_crd(kind) {
+        causes.extend(apimachinery::crd::validate_crd(obj, None));
+    }
+    if let Some(c) = custom {
+        causes.extend(apimachinery::crd::validate(&c.schema, obj));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -81,7 +110,12 @@ pub fn validate_create(kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
 }
 
 /// Checks run on every update.
-pub fn validate_update(kind: &KindInfo, new: &Value, old: &Value) -> Result<(), ApiError> {
+pub fn validate_update(
+    kind: &KindInfo,
+    custom: Option<&CustomKind>,
+    new: &Value,
+    old: &Value,
+) -> Result<(), ApiError> {
     let mut causes = metadata_causes(new, name_rule(kind));
     if new.namespace() != old.namespace() {
         causes.push(StatusCause::new(
@@ -89,6 +123,12 @@ pub fn validate_update(kind: &KindInfo, new: &Value, old: &Value) -> Result<(), 
             "metadata.namespace",
             "field is immutable",
         ));
+    }
+    if crds::is_crd(kind) {
+        causes.extend(apimachinery::crd::validate_crd(new, Some(old)));
+    }
+    if let Some(c) = custom {
+        causes.extend(apimachinery::crd::validate_update(&c.schema, new, old));
     }
     if causes.is_empty() {
         Ok(())

@@ -99,6 +99,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             &pki,
         )?;
     }
+    server
+        .load_custom_kinds()
+        .await
+        .map_err(|e| anyhow::anyhow!("loading CRDs: {}", e.message))?;
     tracing::info!(listen = %local, "kumo API server ready");
     println!(
         "kubeconfig: {}",
