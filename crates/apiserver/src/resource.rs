@@ -449,7 +449,7 @@ impl Scope<'_> {
 
     /// GET of the `scale` subresource.
     pub async fn get_scale(&self) -> Result<Value, ApiError> {
-        crate::scale::to_scale(&self.kind, &self.get().await?)
+        crate::scale::to_scale(&self.kind, self.custom.as_deref(), &self.get().await?)
     }
 
     /// PUT (`patch` is `None`, `body` is a Scale) or PATCH of the `scale` subresource.
@@ -475,7 +475,7 @@ impl Scope<'_> {
         let dry_run = is_dry_run(query)?;
         for _ in 0..MAX_RETRIES {
             let current = self.get().await?;
-            let scale = crate::scale::to_scale(&self.kind, &current)?;
+            let scale = crate::scale::to_scale(&self.kind, self.custom.as_deref(), &current)?;
             let new_scale = match patch {
                 Some(format) => crate::patching::apply_with_schema(
                     Some("io.k8s.api.autoscaling.v1.Scale"),
@@ -493,12 +493,12 @@ impl Scope<'_> {
                 return Err(self.conflict(&name, ApiError::MODIFIED));
             }
             let mut updated = current.clone();
-            crate::scale::apply_scale(&self.kind, &mut updated, &new_scale)?;
+            crate::scale::apply_scale(&self.kind, self.custom.as_deref(), &mut updated, &new_scale)?;
             match self.commit_update(&name, &current, updated, dry_run).await {
                 Err(Retry::Conflict) if wanted_rv.is_none() => continue,
                 Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
                 Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => return Ok(Reply::ok(crate::scale::to_scale(&self.kind, &stored)?)),
+                Ok(stored) => return Ok(Reply::ok(crate::scale::to_scale(&self.kind, self.custom.as_deref(), &stored)?)),
             }
         }
         Err(self.conflict(&name, "too many concurrent writes; try again"))

@@ -3,22 +3,39 @@
 use apimachinery::kinds::KindInfo;
 use apimachinery::object::ObjectExt;
 use apimachinery::status::ApiError;
+
 use serde_json::{Value, json};
 
-/// Where a kind keeps its replica count, status count and selector.
+use crate::control_plane::CustomKind;
+
+/// Where a kind keeps its replica count, status count and selector (JSON pointers).
 struct ScalePaths {
-    spec_replicas: &'static str,
-    status_replicas: &'static str,
-    selector: &'static str,
+    spec_replicas: String,
+    status_replicas: String,
+    selector: Option<String>,
 }
 
-fn paths(kind: &KindInfo) -> Option<ScalePaths> {
+/// A CRD's `.spec.replicas`-style path as a JSON pointer.
+fn pointer(path: &str) -> Option<String> {
+    let trimmed = path.strip_prefix('.')?;
+    (!trimmed.is_empty()).then(|| format!("/{}", trimmed.replace('.', "/")))
+}
+
+fn paths(kind: &KindInfo, custom: Option<&CustomKind>) -> Option<ScalePaths> {
+    if let Some(scale) = custom.and_then(|c| c.scale.as_ref()) {
+        let get = |k: &str| scale.get(k).and_then(Value::as_str).and_then(pointer);
+        return Some(ScalePaths {
+            spec_replicas: get("specReplicasPath")?,
+            status_replicas: get("statusReplicasPath")?,
+            selector: get("labelSelectorPath"),
+        });
+    }
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") | ("", "ReplicationController") => {
             Some(ScalePaths {
-                spec_replicas: "/spec/replicas",
-                status_replicas: "/status/replicas",
-                selector: "/spec/selector",
+                spec_replicas: "/spec/replicas".into(),
+                status_replicas: "/status/replicas".into(),
+                selector: Some("/spec/selector".into()),
             })
         }
         _ => None,
@@ -26,8 +43,12 @@ fn paths(kind: &KindInfo) -> Option<ScalePaths> {
 }
 
 /// The `Scale` of `obj`.
-pub fn to_scale(kind: &KindInfo, obj: &Value) -> Result<Value, ApiError> {
-    let p = paths(kind).ok_or_else(ApiError::no_route)?;
+pub fn to_scale(
+    kind: &KindInfo,
+    custom: Option<&CustomKind>,
+    obj: &Value,
+) -> Result<Value, ApiError> {
+    let p = paths(kind, custom).ok_or_else(ApiError::no_route)?;
     let meta = obj.metadata().cloned().unwrap_or_default();
     let mut scale_meta = serde_json::Map::new();
     for field in [
@@ -41,7 +62,9 @@ pub fn to_scale(kind: &KindInfo, obj: &Value) -> Result<Value, ApiError> {
             scale_meta.insert(field.to_owned(), v.clone());
         }
     }
-    let selector = match obj.pointer(p.selector) {
+    let selector = match p.selector.as_deref().and_then(|s| obj.pointer(s)) {
+        // CRDs keep the selector as a string already.
+        Some(Value::String(s)) => s.clone(),
         // ReplicationControllers select with a plain map; the others with a LabelSelector.
         Some(Value::Object(m)) if kind.kind == "ReplicationController" => {
             selector_string(&json!({"matchLabels": Value::Object(m.clone())}))
@@ -53,14 +76,19 @@ pub fn to_scale(kind: &KindInfo, obj: &Value) -> Result<Value, ApiError> {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": scale_meta,
-        "spec": {"replicas": obj.pointer(p.spec_replicas).and_then(Value::as_i64).unwrap_or(1)},
-        "status": {"replicas": obj.pointer(p.status_replicas).and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+        "spec": {"replicas": obj.pointer(&p.spec_replicas).and_then(Value::as_i64).unwrap_or(if custom.is_some() { 0 } else { 1 })},
+        "status": {"replicas": obj.pointer(&p.status_replicas).and_then(Value::as_i64).unwrap_or(0), "selector": selector},
     }))
 }
 
 /// Applies a `Scale`'s `spec.replicas` to `obj`.
-pub fn apply_scale(kind: &KindInfo, obj: &mut Value, scale: &Value) -> Result<(), ApiError> {
-    let p = paths(kind).ok_or_else(ApiError::no_route)?;
+pub fn apply_scale(
+    kind: &KindInfo,
+    custom: Option<&CustomKind>,
+    obj: &mut Value,
+    scale: &Value,
+) -> Result<(), ApiError> {
+    let p = paths(kind, custom).ok_or_else(ApiError::no_route)?;
     let replicas = scale
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
@@ -77,12 +105,24 @@ pub fn apply_scale(kind: &KindInfo, obj: &mut Value, scale: &Value) -> Result<()
             )],
         ));
     }
-    if let Some(slot) = obj.pointer_mut(p.spec_replicas) {
-        *slot = json!(replicas);
-    } else {
-        obj["spec"]["replicas"] = json!(replicas);
-    }
+    set_pointer(obj, &p.spec_replicas, json!(replicas));
     Ok(())
+}
+
+/// Sets the value at a JSON pointer, creating objects along the way.
+fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
+    let mut cur = obj;
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        if i == parts.len() - 1 {
+            cur[*part] = value;
+            return;
+        }
+        cur = &mut cur[*part];
+    }
 }
 
 /// A `metav1.LabelSelector` in string form, requirements sorted by key as upstream prints
@@ -155,12 +195,12 @@ mod tests {
             .find(|k| k.kind == "Deployment")
             .expect("kind");
         let mut d = json!({"metadata": {"name": "w", "namespace": "n", "resourceVersion": "5"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "w"}}}, "status": {"replicas": 1}});
-        let s = to_scale(&kind, &d).expect("scale");
+        let s = to_scale(&kind, None, &d).expect("scale");
         assert_eq!(s["spec"]["replicas"], 2);
         assert_eq!(s["status"], json!({"replicas": 1, "selector": "app=w"}));
         assert_eq!(s["metadata"]["resourceVersion"], "5");
-        apply_scale(&kind, &mut d, &json!({"spec": {"replicas": 4}})).expect("apply");
+        apply_scale(&kind, None, &mut d, &json!({"spec": {"replicas": 4}})).expect("apply");
         assert_eq!(d["spec"]["replicas"], 4);
-        assert!(apply_scale(&kind, &mut d, &json!({"spec": {"replicas": -1}})).is_err());
+        assert!(apply_scale(&kind, None, &mut d, &json!({"spec": {"replicas": -1}})).is_err());
     }
 }

@@ -25,6 +25,9 @@ spec:
     storage: true
     subresources:
       status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
     additionalPrinterColumns:
     - name: Spec
       type: string
@@ -56,6 +59,8 @@ spec:
             properties:
               ready:
                 type: boolean
+              replicas:
+                type: integer
 "#;
 
 fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
@@ -160,6 +165,15 @@ fn custom_resources_end_to_end() -> anyhow::Result<()> {
         ])?,
         "1"
     );
+
+    // The scale subresource follows the CRD's paths.
+    kumo.kubectl(&["scale", "crontab", "nightly", "--replicas=3"])?;
+    assert_eq!(
+        kumo.kubectl(&["get", "ct", "nightly", "-o", "jsonpath={.spec.replicas}"])?,
+        "3"
+    );
+    let err = kumo.kubectl_fails(&["scale", "crontab", "nightly", "--replicas=11"])?;
+    assert!(err.contains("at most 10 replicas"), "{err}");
 
     // Served again after a restart.
     kumo.restart()?;
