@@ -10,6 +10,7 @@ pub mod discovery;
 mod duplicates;
 mod fields;
 mod filter;
+mod namespaces;
 pub mod negotiate;
 pub mod openapi;
 mod patching;

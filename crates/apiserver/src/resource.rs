@@ -493,12 +493,23 @@ impl Scope<'_> {
                 return Err(self.conflict(&name, ApiError::MODIFIED));
             }
             let mut updated = current.clone();
-            crate::scale::apply_scale(&self.kind, self.custom.as_deref(), &mut updated, &new_scale)?;
+            crate::scale::apply_scale(
+                &self.kind,
+                self.custom.as_deref(),
+                &mut updated,
+                &new_scale,
+            )?;
             match self.commit_update(&name, &current, updated, dry_run).await {
                 Err(Retry::Conflict) if wanted_rv.is_none() => continue,
                 Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
                 Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => return Ok(Reply::ok(crate::scale::to_scale(&self.kind, self.custom.as_deref(), &stored)?)),
+                Ok(stored) => {
+                    return Ok(Reply::ok(crate::scale::to_scale(
+                        &self.kind,
+                        self.custom.as_deref(),
+                        &stored,
+                    )?));
+                }
             }
         }
         Err(self.conflict(&name, "too many concurrent writes; try again"))
@@ -606,6 +617,30 @@ impl Scope<'_> {
             .map_err(Retry::Fail)?
             .unwrap_or(0);
         let key = self.key(name);
+        if crate::namespaces::is_namespace(&self.kind)
+            && current
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty())
+        {
+            // A namespace turns Terminating; its content is deleted, then the namespace.
+            if current.meta_str("deletionTimestamp").is_some() {
+                return Ok(Reply::ok(current.clone()));
+            }
+            let mut marked = current.clone();
+            metadata_mut(&mut marked).insert("deletionTimestamp".into(), json!(now()));
+            metadata_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+            marked["status"] = json!({"phase": "Terminating"});
+            if options.dry_run {
+                return Ok(Reply::ok(marked));
+            }
+            return match self.cp.store.update(&key, &marked, current_rv).await {
+                Ok(stored) => Ok(Reply::ok(stored)),
+                Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
+                Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
+                Err(e) => Err(Retry::Fail(store_error(e))),
+            };
+        }
         let grace = self.grace_period(current, options);
         let terminating = current.meta_str("deletionTimestamp").is_some();
         let forced = grace == 0 && terminating && current.finalizers().is_empty();
@@ -805,9 +840,8 @@ impl Scope<'_> {
             None => Err(ApiError::not_found("", "namespaces", namespace)),
             Some(ns) if ns.meta_str("deletionTimestamp").is_some() => {
                 Err(ApiError::forbidden(format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    "{} is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
                     self.kind.qualified_resource(),
-                    "",
                 )))
             }
             Some(_) => Ok(()),

@@ -70,6 +70,27 @@ impl ApiServer {
             .collect();
         for cp in planes {
             crds::reload(&cp).await?;
+            // Finish namespace deletions a previous run did not complete.
+            let Some(ns_kind) = cp.registry().by_kind("", "Namespace") else {
+                continue;
+            };
+            let range = cp
+                .store
+                .backend()
+                .range(store::RangeRequest {
+                    prefix: cp.store.prefix(&ns_kind, None),
+                    ..Default::default()
+                })
+                .await
+                .map_err(crate::storage::store_error)?;
+            for kv in &range.kvs {
+                let ns = crate::storage::decode(kv)?;
+                if ns.pointer("/metadata/deletionTimestamp").is_some()
+                    && let Some(name) = ns.pointer("/metadata/name").and_then(Value::as_str)
+                {
+                    crate::namespaces::spawn_finalizer(cp.clone(), name.to_owned());
+                }
+            }
         }
         Ok(())
     }
@@ -185,7 +206,7 @@ impl ApiServer {
 
     async fn resource<B>(
         &self,
-        cp: &ControlPlane,
+        cp: &Arc<ControlPlane>,
         req: Request<B>,
         identity: &Identity,
         path: ResourcePath,
@@ -427,6 +448,13 @@ impl ApiServer {
                 )));
             }
         };
+        if crate::namespaces::is_namespace(&kind)
+            && !crate::resource::is_dry_run_query(&query)
+            && reply.body.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+            && let Some(name) = reply.body.pointer("/metadata/name").and_then(Value::as_str)
+        {
+            crate::namespaces::spawn_finalizer(cp.clone(), name.to_owned());
+        }
         if crds::is_crd(&kind) && !crate::resource::is_dry_run_query(&query) {
             // A written CRD is established and served before the answer goes out.
             if reply.code < 300

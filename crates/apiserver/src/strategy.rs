@@ -48,7 +48,10 @@ pub fn prepare_for_create(kind: &KindInfo, obj: &mut Value) {
         }
         match (kind.group.as_str(), kind.kind.as_str()) {
             ("", "Pod") => obj["status"] = json!({"phase": "Pending"}),
-            ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
+            ("", "Namespace") => {
+                obj["status"] = json!({"phase": "Active"});
+                obj["spec"]["finalizers"] = json!([crate::namespaces::FINALIZER]);
+            }
             ("", "PersistentVolumeClaim") => obj["status"] = json!({"phase": "Pending"}),
             ("", "PersistentVolume") => obj["status"] = json!({"phase": "Pending"}),
             _ => {}

@@ -98,3 +98,92 @@ fn pods_on_nodes_are_deleted_gracefully() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn deleting_a_namespace_deletes_its_content() -> anyhow::Result<()> {
+    let kumo = Kumo::start()?;
+    kumo.kubectl(&["create", "namespace", "doomed"])?;
+    kumo.kubectl(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ])?;
+    kumo.kubectl(&[
+        "create",
+        "deployment",
+        "d",
+        "-n",
+        "doomed",
+        "--image=busybox",
+    ])?;
+    kumo.kubectl(&["delete", "namespace", "doomed"])?;
+    assert!(
+        kumo.kubectl_fails(&["get", "namespace", "doomed"])?
+            .contains("NotFound")
+    );
+    // Re-created, it starts empty.
+    kumo.kubectl(&["create", "namespace", "doomed"])?;
+    assert_eq!(
+        kumo.kubectl(&[
+            "get",
+            "configmaps,deployments",
+            "-n",
+            "doomed",
+            "-o",
+            "name"
+        ])?
+        .trim(),
+        ""
+    );
+
+    // A namespace held by a finalizer stays Terminating and refuses new objects.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("ns.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n",
+    )?;
+    kumo.kubectl(&["create", "-f", &file.to_string_lossy()])?;
+    kumo.kubectl(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "held",
+        "--from-literal=a=b",
+    ])?;
+    kumo.kubectl(&["delete", "namespace", "held", "--wait=false"])?;
+    assert!(e2e::eventually(std::time::Duration::from_secs(10), || {
+        kumo.kubectl(&["get", "configmaps", "-n", "held", "-o", "name"])
+            .is_ok_and(|o| o.trim().is_empty())
+    }));
+    assert_eq!(
+        kumo.kubectl(&["get", "namespace", "held", "-o", "jsonpath={.status.phase}"])?,
+        "Terminating"
+    );
+    let refused = kumo.kubectl_fails(&[
+        "create",
+        "configmap",
+        "late",
+        "-n",
+        "held",
+        "--from-literal=a=b",
+    ])?;
+    assert!(refused.contains("being terminated"), "{refused}");
+    kumo.kubectl(&[
+        "patch",
+        "namespace",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
+    assert!(
+        kumo.kubectl_fails(&["get", "namespace", "held"])?
+            .contains("NotFound")
+    );
+    Ok(())
+}
