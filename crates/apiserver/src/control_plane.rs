@@ -127,6 +127,7 @@ pub struct ControlPlane {
     /// The cluster's objects.
     pub store: ObjectStore,
     registry: RwLock<Arc<Registry>>,
+    caches: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::watch_cache::Cache>>>,
 }
 
 impl ControlPlane {
@@ -136,6 +137,7 @@ impl ControlPlane {
             id: id.to_owned(),
             store: ObjectStore::new(backend, id),
             registry: RwLock::new(Arc::new(Registry::builtin())),
+            caches: Default::default(),
         }
     }
 
@@ -144,6 +146,18 @@ impl ControlPlane {
         self.registry
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The watch cache of `kind`'s whole collection, started on first use.
+    pub fn cache(&self, kind: &KindInfo) -> Arc<crate::watch_cache::Cache> {
+        let prefix = self.store.prefix(kind, None);
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .entry(prefix.clone())
+            .or_insert_with(|| {
+                crate::watch_cache::Cache::start(self.store.backend().clone(), prefix)
+            })
             .clone()
     }
 

@@ -26,6 +26,7 @@ pub mod storage;
 mod strategy;
 mod validation;
 mod watch;
+mod watch_cache;
 
 pub use control_plane::ControlPlane;
 pub use server::ApiServer;

@@ -111,6 +111,9 @@ impl Scope<'_> {
             None => 0,
         };
         let prefix = self.cp.store.prefix(&self.kind, self.namespace.as_deref());
+        if let Some(served) = self.list_from_cache(query, &filter, &prefix, limit).await? {
+            return Ok(served);
+        }
         let (mut revision, mut start_after) = match query.get("continue").filter(|c| !c.is_empty())
         {
             Some(token) => {
@@ -157,6 +160,45 @@ impl Scope<'_> {
             meta["continue"] = json!(encode_continue(rev, &after[prefix.len()..]));
         }
         Ok((items, meta))
+    }
+
+    /// A LIST answered from the watch cache, when it can be: no continue token, not an
+    /// exact revision, and everything fits in one page. `None` means read the store.
+    async fn list_from_cache(
+        &self,
+        query: &Query,
+        filter: &Filter,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<Value>, Value)>, ApiError> {
+        if query.get("continue").is_some_and(|c| !c.is_empty())
+            || query.get("resourceVersionMatch") == Some("Exact")
+        {
+            return Ok(None);
+        }
+        let at_least = match query.get("resourceVersion").unwrap_or("") {
+            // A consistent read: never older than any write acknowledged before it.
+            "" => self
+                .cp
+                .store
+                .backend()
+                .current_revision()
+                .await
+                .map_err(store_error)?,
+            rv => parse_rv(rv)?.unwrap_or(0),
+        };
+        let Some((objects, revision)) = self.cp.cache(&self.kind).list(prefix, at_least).await
+        else {
+            return Ok(None);
+        };
+        let items: Vec<Value> = objects.into_iter().filter(|o| filter.matches(o)).collect();
+        if limit != 0 && items.len() > limit {
+            return Ok(None);
+        }
+        Ok(Some((
+            items,
+            json!({"resourceVersion": revision.to_string()}),
+        )))
     }
 
     /// The `...List` object for `items`.

@@ -87,7 +87,11 @@ pub async fn start(
     };
 
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let feed = backend.watch(&prefix, start_rev).await;
+    // Watchers share the collection's cache; one starting before its window reads the store.
+    let feed = match scope.cp.cache(&scope.kind).watch(start_rev).await {
+        Some(stream) => Ok(stream),
+        None => backend.watch(&prefix, start_rev).await,
+    };
     tokio::spawn(async move {
         let send = |tx: &mpsc::Sender<Bytes>, v: Value| {
             let mut line = serde_json::to_vec(&v).unwrap_or_default();
