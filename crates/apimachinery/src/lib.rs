@@ -1,7 +1,9 @@
 //! kumo's object model: the kinds registry, schemas, selectors, patches, validation and
 //! `Status` errors. This crate does no IO.
 
+pub mod apply;
 pub mod crd;
+pub mod defaults;
 pub mod kinds;
 pub mod object;
 pub mod openapi;

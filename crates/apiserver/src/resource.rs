@@ -55,6 +55,8 @@ pub struct Scope<'a> {
     pub duplicates: Vec<String>,
     /// The custom-resource details, for kinds defined by CRDs.
     pub custom: Option<Arc<CustomKind>>,
+    /// The field manager writes are recorded under (`fieldManager`, or the client's name).
+    pub manager: String,
 }
 
 /// How many times a patch or unconditional update is retried when it races another write.
@@ -216,6 +218,18 @@ impl Scope<'_> {
             &mut obj,
             &self.duplicates,
         )?;
+        self.create_checked(query, obj, warnings, true).await
+    }
+
+    /// Creates an object whose body passed the type and field checks; `track` records the
+    /// write in managedFields (server-side apply has already done so).
+    async fn create_checked(
+        &self,
+        query: &Query,
+        mut obj: Value,
+        warnings: Vec<String>,
+        track: bool,
+    ) -> Result<Reply, ApiError> {
         self.set_namespace(&mut obj)?;
         let generate = obj.meta_str("generateName").map(str::to_owned);
         if obj.name().is_empty() && generate.as_deref().is_none_or(str::is_empty) {
@@ -245,6 +259,9 @@ impl Scope<'_> {
         meta.insert("creationTimestamp".into(), json!(now()));
         validation::apply_defaults(self.custom.as_deref(), &mut obj);
         strategy::prepare_for_create(&self.kind, &mut obj);
+        if track {
+            self.track(None, &mut obj);
+        }
         if self.kind.namespaced {
             self.check_namespace_accepts(obj.namespace()).await?;
         }
@@ -320,7 +337,7 @@ impl Scope<'_> {
                 return Err(self.conflict(&name, ApiError::MODIFIED));
             }
             match self
-                .commit_update(&name, &current, obj.clone(), dry_run)
+                .commit_update(&name, &current, obj.clone(), dry_run, true)
                 .await
             {
                 Err(Retry::Conflict) if wanted_rv.is_none() => continue,
@@ -347,11 +364,7 @@ impl Scope<'_> {
     ) -> Result<Reply, ApiError> {
         let name = self.require_name()?.to_owned();
         if format == BodyFormat::ApplyPatch {
-            return Err(ApiError::new(
-                415,
-                "UnsupportedMediaType",
-                "server-side apply (application/apply-patch+yaml) is not supported by this server yet; use client-side apply",
-            ));
+            return self.server_side_apply(query, &name, patch).await;
         }
         let patch_doc: Value = serde_json::from_slice(patch)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
@@ -379,7 +392,10 @@ impl Scope<'_> {
                     "metadata.name cannot be changed by a patch",
                 ));
             }
-            match self.commit_update(&name, &current, patched, dry_run).await {
+            match self
+                .commit_update(&name, &current, patched, dry_run, true)
+                .await
+            {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
                 Ok(stored) => {
@@ -438,6 +454,7 @@ impl Scope<'_> {
             subresource: None,
             duplicates: Vec::new(),
             custom: None,
+            manager: self.manager.clone(),
         };
         let dry_run = is_dry_run(query)?;
         for _ in 0..MAX_RETRIES {
@@ -541,7 +558,10 @@ impl Scope<'_> {
                 &mut updated,
                 &new_scale,
             )?;
-            match self.commit_update(&name, &current, updated, dry_run).await {
+            match self
+                .commit_update(&name, &current, updated, dry_run, true)
+                .await
+            {
                 Err(Retry::Conflict) if wanted_rv.is_none() => continue,
                 Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
                 Err(Retry::Fail(e)) => return Err(e),
@@ -557,6 +577,155 @@ impl Scope<'_> {
         Err(self.conflict(&name, "too many concurrent writes; try again"))
     }
 
+    /// Records a write by this scope's manager in `metadata.managedFields`.
+    fn track(&self, old: Option<&Value>, new: &mut Value) {
+        let schema = self
+            .kind
+            .schema_name
+            .as_deref()
+            .and_then(|n| apimachinery::schema::builtin().node(n));
+        let now = now();
+        match self.subresource.as_deref() {
+            Some(sub @ ("status" | "approval")) => apimachinery::apply::track_subresource_update(
+                old,
+                new,
+                &self.manager,
+                sub,
+                schema,
+                &["spec"],
+                &now,
+            ),
+            Some(sub) => apimachinery::apply::track_subresource_update(
+                old,
+                new,
+                &self.manager,
+                sub,
+                schema,
+                &["status"],
+                &now,
+            ),
+            None => {
+                let ignored: &[&str] = if self.kind.has_status() {
+                    &["status"]
+                } else {
+                    &[]
+                };
+                apimachinery::apply::track_update(old, new, &self.manager, schema, ignored, &now)
+            }
+        }
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: server-side apply. Merges the applied
+    /// configuration by field ownership, answers 409 with the conflicting fields unless
+    /// `force=true`, and creates the object when it does not exist.
+    async fn server_side_apply(
+        &self,
+        query: &Query,
+        name: &str,
+        body: &Bytes,
+    ) -> Result<Reply, ApiError> {
+        let manager = query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "meta.k8s.io",
+                    "PatchOptions",
+                    "",
+                    vec![StatusCause::new(
+                        "FieldValueRequired",
+                        "fieldManager",
+                        "Required value: is required for apply patch",
+                    )],
+                )
+            })?;
+        let yaml: serde_yaml::Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let applied = serde_json::to_value(yaml).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the applied configuration is not a JSON document: {e}"
+            ))
+        })?;
+        let mut applied = self.typed_body(applied)?;
+        match applied.meta_str("name") {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some(_) => {}
+            None => set_meta(&mut applied, "name", name),
+        }
+        self.set_namespace(&mut applied)?;
+        let warnings = validation::field_validation(
+            &self.kind,
+            self.custom.as_deref(),
+            query,
+            &mut applied,
+            &[],
+        )?;
+        let force = query.flag("force");
+        let schema = self
+            .kind
+            .schema_name
+            .as_deref()
+            .and_then(|n| apimachinery::schema::builtin().node(n));
+        let ignored: &[&str] = if self.kind.has_status() {
+            &["status"]
+        } else {
+            &[]
+        };
+        let dry_run = is_dry_run(query)?;
+        for _ in 0..MAX_RETRIES {
+            let current = match self.get().await {
+                Ok(c) => Some(c),
+                Err(e) if e.code == 404 => None,
+                Err(e) => return Err(e),
+            };
+            let view = current
+                .as_ref()
+                .map(|c| crate::conversion::from_storage(&self.kind, c.clone()));
+            let outcome = apimachinery::apply::apply(
+                view.as_ref(),
+                &applied,
+                manager,
+                force,
+                schema,
+                ignored,
+                &now(),
+            )
+            .map_err(apply_error)?;
+            let merged = crate::conversion::to_storage(&self.kind, outcome.object);
+            let Some(current) = current else {
+                let mut reply = self.create_checked(query, merged, warnings, false).await?;
+                reply.code = 201;
+                return Ok(reply);
+            };
+            if !outcome.changed {
+                return Ok(Reply {
+                    code: 200,
+                    body: current,
+                    warnings,
+                });
+            }
+            match self
+                .commit_update(name, &current, merged, dry_run, false)
+                .await
+            {
+                Err(Retry::Conflict) => continue,
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(stored) => {
+                    return Ok(Reply {
+                        code: 200,
+                        body: stored,
+                        warnings,
+                    });
+                }
+            }
+        }
+        Err(self.conflict(name, "too many concurrent writes; try again"))
+    }
+
     /// Writes `new` over `current` after applying the kind's update rules.
     async fn commit_update(
         &self,
@@ -564,6 +733,7 @@ impl Scope<'_> {
         current: &Value,
         mut new: Value,
         dry_run: bool,
+        track: bool,
     ) -> Result<Value, Retry> {
         let current_rv = parse_rv(current.resource_version())
             .map_err(Retry::Fail)?
@@ -576,6 +746,9 @@ impl Scope<'_> {
             keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
             validation::apply_defaults(self.custom.as_deref(), &mut new);
             strategy::prepare_for_update(&self.kind, &mut new, current);
+        }
+        if track {
+            self.track(Some(current), &mut new);
         }
         validation::validate_update(&self.kind, self.custom.as_deref(), &new, current)
             .map_err(Retry::Fail)?;
@@ -770,6 +943,7 @@ impl Scope<'_> {
                 subresource: None,
                 duplicates: Vec::new(),
                 custom: self.custom.clone(),
+                manager: self.manager.clone(),
             };
             let name = item.name().to_owned();
             let mut done = false;
@@ -902,6 +1076,25 @@ enum Retry {
 impl From<ApiError> for Retry {
     fn from(e: ApiError) -> Self {
         Retry::Fail(e)
+    }
+}
+
+/// The API error for a failed server-side apply.
+fn apply_error(e: apimachinery::apply::ApplyError) -> ApiError {
+    use apimachinery::apply::ApplyError;
+    match e {
+        ApplyError::Conflict(conflicts) => {
+            let mut err = ApiError::new(409, "Conflict", conflicts.to_string());
+            err.details.causes = conflicts
+                .0
+                .iter()
+                .map(|c| StatusCause::new("FieldManagerConflict", &c.field(), c.cause_message()))
+                .collect();
+            err
+        }
+        ApplyError::ManagedFieldsSet => ApiError::bad_request("metadata.managedFields must be nil"),
+        ApplyError::Invalid(message) => ApiError::new(422, "Invalid", message),
+        other => ApiError::bad_request(other.to_string()),
     }
 }
 

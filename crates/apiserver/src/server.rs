@@ -239,6 +239,7 @@ impl ApiServer {
             subresource: path.subresource.clone(),
             duplicates: Vec::new(),
             custom: cp.registry().custom(&kind),
+            manager: field_manager(&query, req.headers()),
         };
         let custom = scope.custom.clone();
         let kind_for_present = kind.clone();
@@ -481,6 +482,25 @@ impl ApiServer {
         let body = present(reply.body);
         Ok(json_response(reply.code, &body, &reply.warnings))
     }
+}
+
+/// The field manager of a write: `fieldManager`, else the client's program name from its
+/// User-Agent, as upstream defaults it.
+fn field_manager(query: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.chars().take(128).collect();
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
+    agent
+        .split('/')
+        .next()
+        .unwrap_or("unknown")
+        .chars()
+        .take(128)
+        .collect()
 }
 
 /// What a request asks to do, for the authorizer.
