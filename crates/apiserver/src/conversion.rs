@@ -1,6 +1,8 @@
 //! Conversion between served versions of one stored kind. Objects are stored in the
 //! storage version; requests in another version are converted on the way in and out.
-//! Built-ins: autoscaling/v1 HorizontalPodAutoscaler ⇄ autoscaling/v2 (storage).
+//! Built-ins: autoscaling/v1 HorizontalPodAutoscaler ⇄ autoscaling/v2 (storage), and
+//! events.k8s.io/v1 Event ⇄ core/v1 Event (storage), so `kubectl describe` shows events
+//! however they were written.
 
 use apimachinery::kinds::KindInfo;
 use serde_json::{Map, Value, json};
@@ -13,8 +15,55 @@ fn is_hpa_v1(kind: &KindInfo) -> bool {
     kind.group == "autoscaling" && kind.version == "v1" && kind.kind == "HorizontalPodAutoscaler"
 }
 
+fn is_events_v1(kind: &KindInfo) -> bool {
+    kind.group == "events.k8s.io" && kind.kind == "Event"
+}
+
+/// (events.k8s.io field, core/v1 field) pairs that only differ in name.
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+    ("reportingController", "reportingComponent"),
+];
+
+fn rename_fields(obj: &mut Value, api_version: &str, from_events: bool) {
+    if let Some(map) = obj.as_object_mut() {
+        for (events_name, core_name) in EVENT_FIELDS {
+            let (from, to) = if from_events {
+                (events_name, core_name)
+            } else {
+                (core_name, events_name)
+            };
+            if let Some(v) = map.remove(*from) {
+                map.insert((*to).to_owned(), v);
+            }
+        }
+        map.insert("apiVersion".into(), json!(api_version));
+    }
+}
+
+/// The store collection a kind's objects live in, when it shares another kind's:
+/// events.k8s.io Events are stored as core Events.
+pub fn storage_group(kind: &KindInfo) -> &str {
+    if is_events_v1(kind) {
+        ""
+    } else {
+        kind.group.as_str()
+    }
+}
+
 /// Converts a request body in `kind`'s version to the storage version.
-pub fn to_storage(kind: &KindInfo, obj: Value) -> Value {
+pub fn to_storage(kind: &KindInfo, mut obj: Value) -> Value {
+    if is_events_v1(kind)
+        && obj.get("apiVersion").and_then(Value::as_str) == Some("events.k8s.io/v1")
+    {
+        rename_fields(&mut obj, "v1", true);
+        return obj;
+    }
     if !is_hpa_v1(kind) || obj.get("apiVersion").and_then(Value::as_str) != Some("autoscaling/v1") {
         return obj;
     }
@@ -64,7 +113,11 @@ pub fn to_storage(kind: &KindInfo, obj: Value) -> Value {
 }
 
 /// Converts a stored object to `kind`'s version.
-pub fn from_storage(kind: &KindInfo, obj: Value) -> Value {
+pub fn from_storage(kind: &KindInfo, mut obj: Value) -> Value {
+    if is_events_v1(kind) && obj.get("apiVersion").and_then(Value::as_str) == Some("v1") {
+        rename_fields(&mut obj, "events.k8s.io/v1", false);
+        return obj;
+    }
     if !is_hpa_v1(kind) || obj.get("apiVersion").and_then(Value::as_str) != Some("autoscaling/v2") {
         return obj;
     }
@@ -139,6 +192,21 @@ mod tests {
             .into_iter()
             .find(|k| k.group == "autoscaling" && k.version == "v1")
             .expect("hpa v1")
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let kind = apimachinery::kinds::builtin()
+            .into_iter()
+            .find(|k| k.group == "events.k8s.io")
+            .expect("events");
+        let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "hello", "reason": "Started", "reportingController": "kumo"});
+        let stored = to_storage(&kind, ev.clone());
+        assert_eq!(stored["apiVersion"], "v1");
+        assert_eq!(stored["involvedObject"]["name"], "p");
+        assert_eq!(stored["message"], "hello");
+        assert_eq!(from_storage(&kind, stored), ev);
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl Scope<'_> {
             &mut obj,
             &self.duplicates,
         )?;
+        let obj = crate::conversion::to_storage(&self.kind, obj);
         self.create_checked(query, obj, warnings, true).await
     }
 
@@ -317,6 +318,7 @@ impl Scope<'_> {
             &mut obj,
             &self.duplicates,
         )?;
+        let mut obj = crate::conversion::to_storage(&self.kind, obj);
         if obj.name().is_empty() {
             set_meta(&mut obj, "name", name.clone());
         } else if obj.name() != name {
@@ -372,8 +374,7 @@ impl Scope<'_> {
         for _ in 0..MAX_RETRIES {
             let current = self.get().await?;
             let view = crate::conversion::from_storage(&self.kind, current.clone());
-            let patched = crate::patching::apply(&self.kind, format, &view, &patch_doc)?;
-            let mut patched = crate::conversion::to_storage(&self.kind, patched);
+            let mut patched = crate::patching::apply(&self.kind, format, &view, &patch_doc)?;
             let warnings = validation::field_validation(
                 &self.kind,
                 self.custom.as_deref(),
@@ -381,6 +382,7 @@ impl Scope<'_> {
                 &mut patched,
                 &[],
             )?;
+            let patched = crate::conversion::to_storage(&self.kind, patched);
             // A resourceVersion in the patch is a precondition.
             let wanted_rv = parse_rv(patched.resource_version())?;
             let current_rv = parse_rv(current.resource_version())?.unwrap_or(0);
@@ -1018,10 +1020,7 @@ impl Scope<'_> {
         if !map.get("metadata").is_none_or(Value::is_object) {
             return Err(ApiError::bad_request("metadata must be an object"));
         }
-        Ok(crate::conversion::to_storage(
-            &self.kind,
-            Value::Object(map),
-        ))
+        Ok(Value::Object(map))
     }
 
     /// Namespaced objects take the namespace of the path; cluster-scoped ones have none.

@@ -367,6 +367,7 @@ impl ApiServer {
             (Method::GET, false) if query.flag("watch") => {
                 let kind_for_render = kind.clone();
                 let custom_for_render = cp.registry().custom(&kind);
+                let present_for_table = present.clone();
                 let present = present.clone();
                 let render: watch::Render = if table {
                     Box::new(move |obj, first| {
@@ -379,10 +380,11 @@ impl ApiServer {
                                 .map(str::to_owned),
                             ..Default::default()
                         };
+                        let shown = present_for_table(obj.clone());
                         table_for(
                             &kind_for_render,
                             custom_for_render.as_deref(),
-                            std::slice::from_ref(obj),
+                            std::slice::from_ref(&shown),
                             &opts,
                         )
                     })

@@ -19,10 +19,9 @@ pub struct ObjectStore {
 
 /// Where a kind's objects live: `/<cluster>/<group or core>/<plural>/[<namespace>/]<name>`.
 pub fn collection_prefix(cluster: &str, kind: &KindInfo, namespace: Option<&str>) -> String {
-    let group = if kind.group.is_empty() {
-        "core"
-    } else {
-        kind.group.as_str()
+    let group = match crate::conversion::storage_group(kind) {
+        "" => "core",
+        g => g,
     };
     match namespace {
         Some(ns) if kind.namespaced => format!("/{cluster}/{group}/{}/{ns}/", kind.plural),
