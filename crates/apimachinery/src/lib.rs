@@ -3,7 +3,6 @@
 
 pub mod apply;
 pub mod crd;
-pub mod defaults;
 pub mod kinds;
 pub mod object;
 pub mod openapi;
