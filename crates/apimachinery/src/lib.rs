@@ -3,7 +3,9 @@
 
 pub mod apply;
 pub mod crd;
+pub mod defaults;
 pub mod kinds;
+pub mod kinds_validation;
 pub mod object;
 pub mod openapi;
 pub mod patch;

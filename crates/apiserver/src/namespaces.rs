@@ -35,6 +35,21 @@ async fn finalize(cp: &ControlPlane, namespace: &str) -> Result<(), store::Error
     for kind in registry.kinds().iter().filter(|k| k.namespaced) {
         prefixes.insert(cp.store.prefix(kind, Some(namespace)));
     }
+    // Two passes: a create admitted just before the namespace turned Terminating (admission
+    // reads a cache) lands after the first.
+    for pass in 0..2 {
+        if pass > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        delete_content(cp, &prefixes).await?;
+    }
+    finish(cp, &registry, namespace).await
+}
+
+async fn delete_content(
+    cp: &ControlPlane,
+    prefixes: &BTreeSet<String>,
+) -> Result<(), store::Error> {
     for prefix in prefixes {
         loop {
             let page = cp
@@ -57,6 +72,14 @@ async fn finalize(cp: &ControlPlane, namespace: &str) -> Result<(), store::Error
             }
         }
     }
+    Ok(())
+}
+
+async fn finish(
+    cp: &ControlPlane,
+    registry: &crate::control_plane::Registry,
+    namespace: &str,
+) -> Result<(), store::Error> {
     let Some(ns_kind) = registry.by_kind("", "Namespace") else {
         return Ok(());
     };

@@ -258,7 +258,7 @@ impl Scope<'_> {
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
-        validation::apply_defaults(self.custom.as_deref(), &mut obj);
+        validation::apply_defaults(&self.kind, self.custom.as_deref(), &mut obj);
         strategy::prepare_for_create(&self.kind, &mut obj);
         if track {
             self.track(None, &mut obj);
@@ -746,7 +746,7 @@ impl Scope<'_> {
             new = strategy::prepare_for_approval(&new, current);
         } else {
             keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
-            validation::apply_defaults(self.custom.as_deref(), &mut new);
+            validation::apply_defaults(&self.kind, self.custom.as_deref(), &mut new);
             strategy::prepare_for_update(&self.kind, &mut new, current);
         }
         if track {
@@ -1051,7 +1051,14 @@ impl Scope<'_> {
             return Ok(());
         };
         let key = self.cp.store.key(&ns_kind, "", namespace);
-        match self.cp.store.get(&key).await? {
+        // The namespace cache answers without a store read; a namespace it does not know
+        // (yet) is looked up in the store, so one created a moment ago is found.
+        let cached = self.cp.cache(&ns_kind).peek(&key).flatten();
+        let found = match cached {
+            Some(ns) => Some(ns),
+            None => self.cp.store.get(&key).await?,
+        };
+        match found {
             None => Err(ApiError::not_found("", "namespaces", namespace)),
             Some(ns) if ns.meta_str("deletionTimestamp").is_some() => {
                 Err(ApiError::forbidden(format!(

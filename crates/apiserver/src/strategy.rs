@@ -60,8 +60,45 @@ pub fn prepare_for_create(kind: &KindInfo, obj: &mut Value) {
     if kind.kind == "Namespace" && kind.group.is_empty() && obj.get("status").is_none() {
         obj["status"] = json!({"phase": "Active"});
     }
+    if kind.group == "batch" && kind.kind == "Job" {
+        generate_job_selector(obj);
+    }
     if tracks_generation(kind) {
         obj["metadata"]["generation"] = json!(1);
+    }
+}
+
+/// A Job without `manualSelector: true` selects its pods by its own uid, as upstream's
+/// Job strategy arranges: the selector and the template's labels are generated.
+fn generate_job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if uid.is_empty() || !obj.get("spec").is_some_and(Value::is_object) {
+        return;
+    }
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", uid.as_str()),
+        ("controller-uid", uid.as_str()),
+        ("batch.kubernetes.io/job-name", name.as_str()),
+        ("job-name", name.as_str()),
+    ] {
+        labels[k] = json!(v);
     }
 }
 

@@ -82,10 +82,11 @@ pub fn field_validation(
     }
 }
 
-/// Defaults from a custom kind's schema.
-pub fn apply_defaults(custom: Option<&CustomKind>, obj: &mut Value) {
-    if let Some(c) = custom {
-        apimachinery::crd::apply_defaults(&c.schema, obj);
+/// Defaults: upstream's for built-in kinds, the schema's for custom kinds.
+pub fn apply_defaults(kind: &KindInfo, custom: Option<&CustomKind>, obj: &mut Value) {
+    match custom {
+        Some(c) => apimachinery::crd::apply_defaults(&c.schema, obj),
+        None => apimachinery::defaults::apply(&kind.group, &kind.kind, obj),
     }
 }
 
@@ -99,8 +100,13 @@ pub fn validate_create(
     if crds::is_crd(kind) {
         causes.extend(apimachinery::crd::validate_crd(obj, None));
     }
-    if let Some(c) = custom {
-        causes.extend(apimachinery::crd::validate(&c.schema, obj));
+    match custom {
+        Some(c) => causes.extend(apimachinery::crd::validate(&c.schema, obj)),
+        None => causes.extend(apimachinery::kinds_validation::validate_create(
+            &kind.group,
+            &kind.kind,
+            obj,
+        )),
     }
     if causes.is_empty() {
         Ok(())
@@ -127,8 +133,14 @@ pub fn validate_update(
     if crds::is_crd(kind) {
         causes.extend(apimachinery::crd::validate_crd(new, Some(old)));
     }
-    if let Some(c) = custom {
-        causes.extend(apimachinery::crd::validate_update(&c.schema, new, old));
+    match custom {
+        Some(c) => causes.extend(apimachinery::crd::validate_update(&c.schema, new, old)),
+        None => causes.extend(apimachinery::kinds_validation::validate_update(
+            &kind.group,
+            &kind.kind,
+            new,
+            old,
+        )),
     }
     if causes.is_empty() {
         Ok(())

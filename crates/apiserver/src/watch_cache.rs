@@ -168,6 +168,13 @@ impl Cache {
         Some((items, state.revision))
     }
 
+    /// The cached object at `key` without waiting for the store: `None` when the cache is
+    /// not loaded yet. Admission checks use this, as upstream's use informers.
+    pub fn peek(&self, key: &str) -> Option<Option<Value>> {
+        let state = self.lock();
+        state.ready.then(|| state.objects.get(key).cloned())
+    }
+
     /// The events after `after`, as a stream: from the window, then live. `None` when the
     /// window no longer reaches back to `after` (the caller falls back to the store).
     pub async fn watch(&self, after: Revision) -> Option<WatchStream> {
