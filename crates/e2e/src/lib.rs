@@ -22,6 +22,13 @@ pub fn kumo_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KUMO_BIN") {
         return PathBuf::from(p);
     }
+    // Test binaries live in <target>/<profile>/deps; the kumo binary one level up.
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+        && profile_dir.join("kumo").exists()
+    {
+        return profile_dir.join("kumo");
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));

@@ -1,11 +1,21 @@
-//! Strategic merge patch, the patch type kubectl sends for client-side apply, `patch`,
-//! `set image` and `rollout restart`: maps merge recursively, lists of objects merge by
-//! their merge key, and `$`-directives delete, replace, reorder or retain elements. The
-//! schema (patch strategies and merge keys) decides how each list merges.
+//! Strategic merge patch (`application/strategic-merge-patch+json`), the patch kubectl sends
+//! for client-side apply, `patch`, `set image` and `rollout restart`. Maps merge
+//! recursively and `null` deletes a key; lists whose schema says `merge` merge by their
+//! merge key (or as a set, for primitives); other lists are replaced. The directives
+//! `$patch`, `$retainKeys`, `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`
+//! delete, replace, retain and reorder, and never appear in the result.
+//!
+//! Semantics follow upstream's `k8s.io/apimachinery/pkg/util/strategicpatch` as applied by
+//! the API server, including its ordering rules: without `$setElementOrder`, items named
+//! by the patch take the patch's order and items new to the list go before the live items
+//! they cannot be placed against (as upstream does; kustomize documents this as
+//! "prepend"). Where upstream keeps a directive or a `null` in new content, this
+//! implementation drops it, so directives never leak into stored objects.
 
 use serde_json::{Map, Value};
 
 use super::PatchError;
+use super::merge::kind_of;
 use crate::schema::Node;
 
 /// What strategic merge patch needs to know about a field's schema.
@@ -40,309 +50,563 @@ impl PatchSchema for Node<'_> {
     }
 }
 
-const PATCH: &str = "$patch";
-const RETAIN_KEYS: &str = "$retainKeys";
-const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
-const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
-
-/// Applies a strategic merge patch to a copy of `original`. Without a schema, lists are
-/// replaced and maps merged (JSON merge patch semantics plus the map directives).
+/// Applies a strategic merge patch to a copy of `original`, driven by `schema` (the
+/// schema of the whole object). Without a schema every list is replaced and maps merge:
+/// JSON merge patch semantics plus the map directives. Kinds that have no patch metadata
+/// at all (custom resources) should refuse strategic merge patch with [`unsupported`]
+/// rather than call this, as upstream does.
 pub fn apply<S: PatchSchema>(
     original: &Value,
     patch: &Value,
     schema: Option<S>,
 ) -> Result<Value, PatchError> {
     let Value::Object(patch) = patch else {
-        return Err(PatchError::Invalid(
-            "a strategic merge patch must be a JSON object".into(),
-        ));
+        return Err(PatchError::Invalid(format!(
+            "a strategic merge patch must be a JSON object, not {}",
+            kind_of(patch)
+        )));
     };
     let original = match original {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
+        Value::Object(map) => map.clone(),
+        Value::Null => Map::new(),
+        other => {
+            return Err(PatchError::Invalid(format!(
+                "the object to patch must be a JSON object, not {}",
+                kind_of(other)
+            )));
+        }
     };
-    Ok(merge_map(original, patch, schema.as_ref(), 0)?
-        .map(Value::Object)
-        .unwrap_or_else(|| Value::Object(Map::new())))
+    merge_map(original, patch, schema.as_ref(), 0).map(Value::Object)
 }
 
-/// Deepest nesting a patch may have (it is untrusted input).
-const MAX_DEPTH: usize = 128;
+/// The error for a strategic merge patch on a kind without patch metadata (`what` names
+/// the resource, e.g. `widgets.example.com`); its HTTP status is 415.
+pub fn unsupported(what: &str) -> PatchError {
+    PatchError::StrategicMergePatchUnsupported(what.to_owned())
+}
 
-fn strategy_has<S: PatchSchema>(schema: Option<&S>, word: &str) -> bool {
-    schema
+/// The deepest nesting of maps and lists a patch may have (it is untrusted input).
+pub const MAX_DEPTH: usize = 128;
+
+const PATCH: &str = "$patch";
+const RETAIN_KEYS: &str = "$retainKeys";
+const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
+const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
+
+/// The words of `x-kubernetes-patch-strategy` that change how a field merges.
+#[derive(Clone, Copy, Default)]
+struct Strategy {
+    merge: bool,
+    replace: bool,
+}
+
+fn strategy_of<S: PatchSchema>(schema: Option<&S>) -> Strategy {
+    let mut strategy = Strategy::default();
+    for word in schema
         .and_then(|s| s.patch_strategy())
-        .is_some_and(|st| st.split(',').any(|w| w.trim() == word))
+        .unwrap_or_default()
+        .split(',')
+    {
+        match word.trim() {
+            "merge" => strategy.merge = true,
+            "replace" => strategy.replace = true,
+            _ => {}
+        }
+    }
+    strategy
 }
 
-fn child<S: PatchSchema>(schema: Option<&S>, key: &str) -> Option<S> {
-    let s = schema?;
-    s.property(key).or_else(|| s.additional_properties())
+/// The schema of the value under `key` of a map described by `schema`.
+fn field_schema<S: PatchSchema>(schema: Option<&S>, key: &str) -> Option<S> {
+    let schema = schema?;
+    schema
+        .property(key)
+        .or_else(|| schema.additional_properties())
 }
 
-/// Merges `patch` into `original`; `None` means the map itself is deleted.
+fn merge_key_of<S: PatchSchema>(schema: Option<&S>) -> Option<String> {
+    schema
+        .and_then(|s| s.patch_merge_key())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
+fn check_depth(depth: usize) -> Result<(), PatchError> {
+    if depth > MAX_DEPTH {
+        Err(PatchError::TooDeep(MAX_DEPTH))
+    } else {
+        Ok(())
+    }
+}
+
+/// The `$patch` value of a patch map, if any.
+fn patch_directive(map: &Map<String, Value>) -> Option<&Value> {
+    map.get(PATCH)
+}
+
+/// True when `value` is a map carrying `$patch: delete`.
+fn is_delete(value: &Value) -> bool {
+    value
+        .as_object()
+        .and_then(patch_directive)
+        .and_then(Value::as_str)
+        == Some("delete")
+}
+
+/// Merges `patch` into `original` (a map described by `schema`).
 fn merge_map<S: PatchSchema>(
     mut original: Map<String, Value>,
     patch: &Map<String, Value>,
     schema: Option<&S>,
     depth: usize,
-) -> Result<Option<Map<String, Value>>, PatchError> {
-    if depth > MAX_DEPTH {
-        return Err(PatchError::Invalid("patch is nested too deeply".into()));
-    }
-    match patch.get(PATCH) {
+) -> Result<Map<String, Value>, PatchError> {
+    check_depth(depth)?;
+    match patch_directive(patch) {
         None => {}
         Some(Value::String(d)) if d == "merge" => {}
-        Some(Value::String(d)) if d == "delete" => return Ok(None),
+        // The whole map is deleted: what remains is an empty map.
+        Some(Value::String(d)) if d == "delete" => return Ok(Map::new()),
         Some(Value::String(d)) if d == "replace" => {
-            let mut replaced = Map::new();
-            for (k, v) in patch {
-                if k != PATCH {
-                    replaced.insert(
-                        k.clone(),
-                        strip(
-                            v,
-                            schema.and_then(|s| child(Some(s), k)).as_ref(),
-                            depth + 1,
-                        )?,
-                    );
-                }
-            }
-            return Ok(Some(replaced));
+            let mut content = patch.clone();
+            content.remove(PATCH);
+            return merge_map(Map::new(), &content, schema, depth + 1);
         }
         Some(other) => {
-            return Err(PatchError::Invalid(format!(
-                "unknown patch type {other} in $patch"
-            )));
+            return Err(PatchError::BadPatchType {
+                value: other.to_string(),
+                context: "a map",
+            });
         }
     }
-    let retain = match patch.get(RETAIN_KEYS) {
-        None => None,
-        Some(Value::Array(keys)) => Some(
-            keys.iter()
-                .map(|k| k.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    PatchError::Invalid("$retainKeys must be a list of strings".into())
-                })?,
-        ),
-        Some(_) => {
-            return Err(PatchError::Invalid(
-                "$retainKeys must be a list of strings".into(),
-            ));
+    if let Some(retain) = patch.get(RETAIN_KEYS) {
+        apply_retain_keys(&mut original, patch, retain)?;
+    }
+
+    // Lists with an explicit order merge first, together with their order.
+    let mut ordered: Vec<&str> = Vec::new();
+    for (key, order) in patch {
+        let Some(field) = key.strip_prefix(SET_ELEMENT_ORDER) else {
+            continue;
+        };
+        if field.is_empty() {
+            return Err(PatchError::UnknownDirective(key.clone()));
         }
-    };
-    // Primitive-list deletions first, so a plain list patch of the same field still merges.
+        let Value::Array(order) = order else {
+            return Err(PatchError::BadDirectiveValue {
+                directive: key.clone(),
+                expected: "a list",
+            });
+        };
+        merge_ordered_list(&mut original, patch, field, order, schema, depth)?;
+        ordered.push(field);
+    }
+
     for (key, value) in patch {
+        if key == PATCH || key == RETAIN_KEYS || key.starts_with(SET_ELEMENT_ORDER) {
+            continue;
+        }
+        if ordered.contains(&key.as_str()) {
+            continue;
+        }
         if let Some(field) = key.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
             let Value::Array(remove) = value else {
-                return Err(PatchError::Invalid(format!("{key} must be a list")));
+                return Err(PatchError::BadDirectiveValue {
+                    directive: key.clone(),
+                    expected: "a list",
+                });
             };
             if let Some(Value::Array(list)) = original.get_mut(field) {
-                list.retain(|v| !remove.contains(v));
-            }
-        }
-    }
-    for (key, value) in patch {
-        if key == PATCH || key == RETAIN_KEYS || key.starts_with(DELETE_FROM_PRIMITIVE_LIST) {
-            continue;
-        }
-        if let Some(field) = key.strip_prefix(SET_ELEMENT_ORDER) {
-            if !value.is_array() {
-                return Err(PatchError::Invalid(format!("{key} must be a list")));
-            }
-            // Applied below, once the list itself has merged; a lone order directive still
-            // reorders the existing list.
-            if !patch.contains_key(field) {
-                let field_schema = child(schema, field);
-                if let Some(Value::Array(list)) = original.get_mut(field) {
-                    let merge_key = field_schema
-                        .as_ref()
-                        .and_then(|s| s.patch_merge_key())
-                        .map(str::to_owned);
-                    reorder(list, value, merge_key.as_deref())?;
-                }
+                list.retain(|item| !remove.iter().any(|r| same(r, item)));
             }
             continue;
         }
-        if key.starts_with('$') {
-            return Err(PatchError::Invalid(format!("unknown directive {key:?}")));
+        let sub_schema = field_schema(schema, key);
+        if key.starts_with('$') && sub_schema.is_none() {
+            return Err(PatchError::UnknownDirective(key.clone()));
         }
-        let field_schema = child(schema, key);
-        match value {
-            Value::Null => {
-                original.remove(key);
-            }
-            Value::Object(p) => {
-                let base = match original.remove(key) {
-                    Some(Value::Object(m)) => m,
-                    _ => Map::new(),
-                };
-                if let Some(merged) = merge_map(base, p, field_schema.as_ref(), depth + 1)? {
-                    original.insert(key.clone(), Value::Object(merged));
+        if value.is_null() || (is_delete(value) && !original.get(key).is_some_and(Value::is_object))
+        {
+            // `null` deletes the field; so does `$patch: delete` where there is no map.
+            original.shift_remove(key);
+            continue;
+        }
+        let merged = match (original.get_mut(key), value) {
+            (Some(Value::Object(base)), Value::Object(p)) => {
+                if strategy_of(sub_schema.as_ref()).replace {
+                    build(value, sub_schema.as_ref(), key, depth + 1)?
+                } else {
+                    let base = std::mem::take(base);
+                    Value::Object(merge_map(base, p, sub_schema.as_ref(), depth + 1)?)
                 }
             }
-            Value::Array(p) => {
-                let base = match original.remove(key) {
-                    Some(Value::Array(l)) => l,
-                    _ => Vec::new(),
-                };
-                let mut merged = merge_list(base, p, field_schema.as_ref(), depth + 1)?;
-                if let Some(order) = patch.get(&format!("{SET_ELEMENT_ORDER}{key}")) {
-                    let merge_key = field_schema
-                        .as_ref()
-                        .and_then(|s| s.patch_merge_key())
-                        .map(str::to_owned);
-                    reorder(&mut merged, order, merge_key.as_deref())?;
-                }
-                original.insert(key.clone(), Value::Array(merged));
+            (Some(Value::Array(base)), Value::Array(p)) => {
+                let base = std::mem::take(base);
+                Value::Array(merge_list(base, p, sub_schema.as_ref(), key, depth + 1)?)
             }
-            scalar => {
-                original.insert(key.clone(), scalar.clone());
-            }
-        }
+            // New fields, changed types and scalars take the patch value.
+            _ => build(value, sub_schema.as_ref(), key, depth + 1)?,
+        };
+        original.insert(key.clone(), merged);
     }
-    if let Some(keep) = retain {
-        original.retain(|k, _| keep.iter().any(|r| r == k));
-    }
-    Ok(Some(original))
+    Ok(original)
 }
 
-/// Merges a list by the field's strategy: by merge key for lists of objects with strategy
-/// `merge`, as a set union for primitives with strategy `merge`, else replaced.
+/// `$retainKeys`: fields of `original` not listed are cleared; every field the patch sets
+/// must be listed.
+fn apply_retain_keys(
+    original: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    retain: &Value,
+) -> Result<(), PatchError> {
+    let bad = || PatchError::BadDirectiveValue {
+        directive: RETAIN_KEYS.to_owned(),
+        expected: "a list of field names",
+    };
+    let Value::Array(retain) = retain else {
+        return Err(bad());
+    };
+    let retain: Vec<&str> = retain
+        .iter()
+        .map(|k| k.as_str().ok_or_else(bad))
+        .collect::<Result<_, _>>()?;
+    for (key, value) in patch {
+        // Directives are checked where they are applied.
+        if !key.starts_with('$') && !value.is_null() && !retain.contains(&key.as_str()) {
+            return Err(PatchError::NotInRetainKeys { field: key.clone() });
+        }
+    }
+    original.retain(|k, _| retain.contains(&k.as_str()));
+    Ok(())
+}
+
+/// Merges list `field` (if the patch has it) and then orders it as
+/// `$setElementOrder/<field>` says.
+fn merge_ordered_list<S: PatchSchema>(
+    original: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    field: &str,
+    order: &[Value],
+    schema: Option<&S>,
+    depth: usize,
+) -> Result<(), PatchError> {
+    let sub_schema = field_schema(schema, field);
+    let merge_key = merge_key_of(sub_schema.as_ref());
+    let patch_list = match patch.get(field) {
+        None => None,
+        Some(Value::Array(list)) => Some(list.as_slice()),
+        Some(_) => {
+            return Err(PatchError::BadDirectiveValue {
+                directive: format!("{field} (ordered by {SET_ELEMENT_ORDER}{field})"),
+                expected: "a list",
+            });
+        }
+    };
+    if let Some(key) = &merge_key {
+        for item in order {
+            identity(item, Some(key))?;
+        }
+    }
+    if let Some(list) = patch_list {
+        check_order(field, list, order, merge_key.as_deref())?;
+    }
+    let server = match original.get(field) {
+        Some(Value::Array(list)) => Some(list.clone()),
+        _ => None,
+    };
+    let merged = match (&server, patch_list) {
+        (Some(live), Some(list)) => {
+            merge_list(live.clone(), list, sub_schema.as_ref(), field, depth + 1)?
+        }
+        (None, Some(list)) => merge_list(Vec::new(), list, sub_schema.as_ref(), field, depth + 1)?,
+        (Some(live), None) => live.clone(),
+        (None, None) => return Ok(()),
+    };
+    let server = server.unwrap_or_default();
+    let ordered = sort_by_order(merged, order, &server, merge_key.as_deref())?;
+    original.insert(field.to_owned(), Value::Array(ordered));
+    Ok(())
+}
+
+/// The patch's own elements (deletions and other directive elements aside) must appear
+/// in `$setElementOrder` in the same relative order.
+fn check_order(
+    field: &str,
+    patch: &[Value],
+    order: &[Value],
+    merge_key: Option<&str>,
+) -> Result<(), PatchError> {
+    let order_ids: Vec<&Value> = order
+        .iter()
+        .map(|o| identity(o, merge_key))
+        .collect::<Result<_, _>>()?;
+    let mut position = 0;
+    for item in patch {
+        if item.as_object().is_some_and(|m| m.contains_key(PATCH)) {
+            continue;
+        }
+        let id = identity(item, merge_key)?;
+        let found = order_ids[position..].iter().position(|o| same(o, id));
+        match found {
+            Some(offset) => position += offset + 1,
+            None => {
+                return Err(PatchError::OrderMismatch {
+                    field: field.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Merges list `field` by its schema's strategy.
 fn merge_list<S: PatchSchema>(
     original: Vec<Value>,
     patch: &[Value],
     schema: Option<&S>,
+    field: &str,
     depth: usize,
 ) -> Result<Vec<Value>, PatchError> {
-    if depth > MAX_DEPTH {
-        return Err(PatchError::Invalid("patch is nested too deeply".into()));
-    }
+    check_depth(depth)?;
     let items = schema.and_then(|s| s.items());
-    // `{"$patch": "replace"}` as an element replaces the whole list.
-    let replace = patch
-        .iter()
-        .any(|p| p.get(PATCH).and_then(Value::as_str) == Some("replace"));
-    if replace || !strategy_has(schema, "merge") {
-        return patch
-            .iter()
-            .filter(|p| !(p.get(PATCH).is_some() && p.as_object().is_some_and(|m| m.len() == 1)))
-            .map(|p| strip(p, items.as_ref(), depth + 1))
+    if !strategy_of(schema).merge {
+        return replace_list(patch, items.as_ref(), field, depth);
+    }
+    if original.is_empty() && patch.is_empty() {
+        return Ok(original);
+    }
+    let elements_are_maps = element_kind(field, &original, patch)?;
+    if !elements_are_maps {
+        return Ok(merge_primitives(original, patch));
+    }
+    let Some(merge_key) = merge_key_of(schema) else {
+        return Err(PatchError::UnmergeableList {
+            field: field.to_owned(),
+            reason: "its schema declares no merge key",
+        });
+    };
+    let merge_key = merge_key.as_str();
+
+    // Directive elements first: deletions, and a replacement of the whole list.
+    let mut server = original;
+    let mut plain: Vec<&Map<String, Value>> = Vec::new();
+    let mut replace = false;
+    // The element check above makes every element a map.
+    for map in patch.iter().filter_map(Value::as_object) {
+        match patch_directive(map) {
+            None => plain.push(map),
+            Some(Value::String(d)) if d == "merge" => plain.push(map),
+            Some(Value::String(d)) if d == "replace" => replace = true,
+            Some(Value::String(d)) if d == "delete" => {
+                let id = map
+                    .get(merge_key)
+                    .ok_or_else(|| PatchError::MissingMergeKey {
+                        merge_key: merge_key.to_owned(),
+                        element: Value::Object(map.clone()).to_string(),
+                    })?;
+                server.retain(|live| live.get(merge_key).is_none_or(|v| !same(v, id)));
+            }
+            Some(other) => {
+                return Err(PatchError::BadPatchType {
+                    value: other.to_string(),
+                    context: "a list element",
+                });
+            }
+        }
+    }
+    if replace {
+        return plain
+            .into_iter()
+            .map(|map| build_map_without_directive(map, items.as_ref(), depth))
             .collect();
     }
-    let merge_key = schema.and_then(|s| s.patch_merge_key());
-    let Some(merge_key) = merge_key else {
-        // A list of primitives: union, keeping the original order and appending new values.
-        let mut merged = original;
-        for p in patch {
-            if p.is_object() {
-                return Err(PatchError::Invalid(
-                    "a list of primitives cannot contain objects".into(),
-                ));
-            }
-            if !merged.contains(p) {
-                merged.push(p.clone());
-            }
-        }
-        return Ok(merged);
-    };
-    let mut merged = original;
-    for p in patch {
-        let Value::Object(pm) = p else {
-            return Err(PatchError::Invalid(format!(
-                "list elements merged by {merge_key:?} must be objects"
-            )));
-        };
-        let key_value = pm.get(merge_key).ok_or_else(|| {
-            PatchError::Invalid(format!(
-                "map: {p} does not contain declared merge key: {merge_key}"
-            ))
-        })?;
+
+    let mut merged = server.clone();
+    for map in &plain {
+        let id = map
+            .get(merge_key)
+            .ok_or_else(|| PatchError::MissingMergeKey {
+                merge_key: merge_key.to_owned(),
+                element: Value::Object((*map).clone()).to_string(),
+            })?;
         let position = merged
             .iter()
-            .position(|o| o.get(merge_key) == Some(key_value));
-        match pm.get(PATCH).and_then(Value::as_str) {
-            Some("delete") => {
-                merged.retain(|o| o.get(merge_key) != Some(key_value));
+            .position(|live| live.get(merge_key).is_some_and(|v| same(v, id)));
+        match position {
+            Some(i) => {
+                let base = match merged[i].take() {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                merged[i] = Value::Object(merge_map(base, map, items.as_ref(), depth + 1)?);
             }
-            Some("merge") | None => match position {
-                Some(i) => {
-                    let base = match merged[i].take() {
-                        Value::Object(m) => m,
-                        _ => Map::new(),
-                    };
-                    match merge_map(base, pm, items.as_ref(), depth + 1)? {
-                        Some(m) => merged[i] = Value::Object(m),
-                        None => {
-                            merged.remove(i);
-                        }
-                    }
-                }
-                None => {
-                    if let Some(m) = merge_map(Map::new(), pm, items.as_ref(), depth + 1)? {
-                        merged.push(Value::Object(m));
-                    }
-                }
-            },
-            Some(other) => {
-                return Err(PatchError::Invalid(format!(
-                    "unknown patch type {other:?} in a list element"
-                )));
+            None => merged.push(Value::Object(merge_map(
+                Map::new(),
+                map,
+                items.as_ref(),
+                depth + 1,
+            )?)),
+        }
+    }
+    let order: Vec<Value> = plain.iter().map(|m| Value::Object((*m).clone())).collect();
+    sort_by_order(merged, &order, &server, Some(merge_key))
+}
+
+/// A replaced list: the patch's elements, elements carrying `$patch` dropped and
+/// directives inside the others processed.
+fn replace_list<S: PatchSchema>(
+    patch: &[Value],
+    items: Option<&S>,
+    field: &str,
+    depth: usize,
+) -> Result<Vec<Value>, PatchError> {
+    patch
+        .iter()
+        .filter(|item| !item.as_object().is_some_and(|m| m.contains_key(PATCH)))
+        .map(|item| build(item, items, field, depth + 1))
+        .collect()
+}
+
+fn build_map_without_directive<S: PatchSchema>(
+    map: &Map<String, Value>,
+    items: Option<&S>,
+    depth: usize,
+) -> Result<Value, PatchError> {
+    let mut content = map.clone();
+    content.remove(PATCH);
+    merge_map(Map::new(), &content, items, depth + 1).map(Value::Object)
+}
+
+/// A union of primitive lists: live values, then new ones, duplicates removed, then
+/// ordered as the patch names them.
+fn merge_primitives(original: Vec<Value>, patch: &[Value]) -> Vec<Value> {
+    let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
+    for item in original.iter().chain(patch) {
+        if !merged.iter().any(|m| same(m, item)) {
+            merged.push(item.clone());
+        }
+    }
+    let server: Vec<Value> = merged
+        .iter()
+        .filter(|m| original.iter().any(|o| same(o, m)))
+        .cloned()
+        .collect();
+    // Primitives have no merge key, so ordering cannot fail.
+    sort_by_order(merged.clone(), patch, &server, None).unwrap_or(merged)
+}
+
+/// Checks that every element of both lists has one JSON type and is not a list; returns
+/// true for lists of maps.
+fn element_kind(field: &str, original: &[Value], patch: &[Value]) -> Result<bool, PatchError> {
+    let mut kind: Option<&'static str> = None;
+    for item in original.iter().chain(patch) {
+        if item.is_array() {
+            return Err(PatchError::UnmergeableList {
+                field: field.to_owned(),
+                reason: "lists of lists cannot be merged",
+            });
+        }
+        let this = kind_of(item);
+        match kind {
+            None => kind = Some(this),
+            Some(k) if k == this => {}
+            Some(_) => {
+                return Err(PatchError::UnmergeableList {
+                    field: field.to_owned(),
+                    reason: "its elements have different types",
+                });
             }
         }
     }
-    Ok(merged)
+    Ok(kind == Some("an object"))
 }
 
-/// Orders `list` as `$setElementOrder` says: elements named in the order come first, in
-/// that order; any others (added by the server, unknown to the client) follow in their
-/// current order.
-fn reorder(
-    list: &mut Vec<Value>,
-    order: &Value,
+/// The value that identifies a list element: its merge key, or the element itself.
+fn identity<'v>(item: &'v Value, merge_key: Option<&str>) -> Result<&'v Value, PatchError> {
+    match merge_key {
+        None => Ok(item),
+        Some(key) => item.get(key).ok_or_else(|| PatchError::MissingMergeKey {
+            merge_key: key.to_owned(),
+            element: item.to_string(),
+        }),
+    }
+}
+
+/// JSON equality where `80` and `80.0` are the same number, as in upstream's decoded
+/// (float) values.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// Orders `merged`: the items `order` names come in that order; the others (live items
+/// the patch does not name) keep their live order and are placed before the first named
+/// item that follows them in `server` (the live list). The relative order of the named
+/// items always wins over the live order.
+fn sort_by_order(
+    merged: Vec<Value>,
+    order: &[Value],
+    server: &[Value],
     merge_key: Option<&str>,
-) -> Result<(), PatchError> {
-    let Value::Array(order) = order else {
-        return Err(PatchError::Invalid(
-            "$setElementOrder must be a list".into(),
-        ));
+) -> Result<Vec<Value>, PatchError> {
+    let order_ids: Vec<&Value> = order
+        .iter()
+        .map(|o| identity(o, merge_key))
+        .collect::<Result<_, _>>()?;
+    let server_ids: Vec<Option<&Value>> =
+        server.iter().map(|s| identity(s, merge_key).ok()).collect();
+    let position_in = |ids: &[&Value], id: &Value| ids.iter().position(|o| same(o, id));
+    let server_position = |id: &Value| {
+        server_ids
+            .iter()
+            .position(|s| s.is_some_and(|s| same(s, id)))
     };
-    let identity = |v: &Value| -> Value {
-        match merge_key {
-            Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
-            None => v.clone(),
+
+    let mut named: Vec<(usize, Value)> = Vec::new();
+    let mut rest: Vec<Value> = Vec::new();
+    for item in merged {
+        let id = identity(&item, merge_key)?;
+        match position_in(&order_ids, id) {
+            Some(rank) => named.push((rank, item)),
+            None => rest.push(item),
         }
-    };
-    let wanted: Vec<Value> = order.iter().map(identity).collect();
-    let mut items: Vec<(usize, Value)> = list
-        .drain(..)
-        .enumerate()
-        .map(|(i, v)| {
-            let rank = wanted
-                .iter()
-                .position(|w| *w == identity(&v))
-                .unwrap_or(wanted.len() + i);
-            (rank, v)
-        })
-        .collect();
-    items.sort_by_key(|(rank, _)| *rank);
-    list.extend(items.into_iter().map(|(_, v)| v));
-    Ok(())
+    }
+    named.sort_by_key(|(rank, _)| *rank);
+
+    let mut result = Vec::with_capacity(named.len() + rest.len());
+    let mut named = named.into_iter().map(|(_, v)| v).peekable();
+    let mut rest = rest.into_iter().peekable();
+    loop {
+        let take_rest = match (rest.peek(), named.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(r), Some(n)) => {
+                let r_pos = identity(r, merge_key).ok().and_then(server_position);
+                let n_pos = identity(n, merge_key).ok().and_then(server_position);
+                matches!((r_pos, n_pos), (Some(r), Some(n)) if r < n)
+            }
+        };
+        let next = if take_rest { rest.next() } else { named.next() };
+        result.extend(next);
+    }
+    Ok(result)
 }
 
-/// A patch value with its directives processed against nothing (for new fields).
-fn strip<S: PatchSchema>(
+/// A patch value placed where the object has nothing: directives processed against an
+/// empty value, nulls dropped.
+fn build<S: PatchSchema>(
     value: &Value,
     schema: Option<&S>,
+    field: &str,
     depth: usize,
 ) -> Result<Value, PatchError> {
+    check_depth(depth)?;
     match value {
-        Value::Object(m) => Ok(Value::Object(
-            merge_map(Map::new(), m, schema, depth)?.unwrap_or_default(),
-        )),
-        Value::Array(l) => Ok(Value::Array(merge_list(Vec::new(), l, schema, depth)?)),
-        other => Ok(other.clone()),
+        Value::Object(map) => merge_map(Map::new(), map, schema, depth).map(Value::Object),
+        Value::Array(list) => merge_list(Vec::new(), list, schema, field, depth).map(Value::Array),
+        scalar => Ok(scalar.clone()),
     }
 }
 
@@ -351,144 +615,579 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod_schema() -> Option<Node<'static>> {
-        crate::schema::builtin().node("io.k8s.api.apps.v1.Deployment")
+    /// A hand-written schema: `properties`, `items`, `additionalProperties` and the two
+    /// patch extensions, as in OpenAPI.
+    #[derive(Clone, Copy)]
+    struct TestSchema<'a>(&'a Value);
+
+    impl PatchSchema for TestSchema<'_> {
+        fn property(&self, name: &str) -> Option<Self> {
+            self.0.get("properties")?.get(name).map(TestSchema)
+        }
+        fn items(&self) -> Option<Self> {
+            self.0.get("items").map(TestSchema)
+        }
+        fn additional_properties(&self) -> Option<Self> {
+            self.0.get("additionalProperties").map(TestSchema)
+        }
+        fn patch_strategy(&self) -> Option<&str> {
+            self.0.get("x-kubernetes-patch-strategy")?.as_str()
+        }
+        fn patch_merge_key(&self) -> Option<&str> {
+            self.0.get("x-kubernetes-patch-merge-key")?.as_str()
+        }
+    }
+
+    fn merged_by(key: &str, items: Value) -> Value {
+        json!({"x-kubernetes-patch-strategy": "merge", "x-kubernetes-patch-merge-key": key, "items": items})
+    }
+
+    /// A Deployment-like object: pod template with containers merged by name, ports by
+    /// containerPort, volumes with `merge,retainKeys`, merged finalizers, atomic args.
+    fn schema() -> Value {
+        let metadata = json!({"properties": {
+            "labels": {"additionalProperties": {}},
+            "annotations": {"additionalProperties": {}},
+            "finalizers": {"x-kubernetes-patch-strategy": "merge", "items": {}},
+        }});
+        let container = json!({"properties": {
+            "name": {}, "image": {},
+            "args": {"items": {}},
+            "ports": merged_by("containerPort", json!({})),
+            "env": merged_by("name", json!({})),
+        }});
+        let pod = json!({"properties": {
+            "containers": merged_by("name", container),
+            "volumes": {
+                "x-kubernetes-patch-strategy": "merge,retainKeys",
+                "x-kubernetes-patch-merge-key": "name",
+                "items": {"properties": {"name": {}, "emptyDir": {}, "hostPath": {}}},
+            },
+            "nodeSelector": {"additionalProperties": {}},
+            "tolerations": {"items": {}},
+            "resources": {"x-kubernetes-patch-strategy": "replace"},
+        }});
+        json!({"properties": {
+            "metadata": metadata.clone(),
+            "spec": {"properties": {
+                "strategy": {"x-kubernetes-patch-strategy": "retainKeys"},
+                "template": {"properties": {"metadata": metadata, "spec": pod}},
+            }},
+            "mergingList": merged_by("name", json!({})),
+            "mergingIntList": {"x-kubernetes-patch-strategy": "merge", "items": {}},
+            "mergingLists": merged_by("name", json!({})),
+            "$ref": {},
+        }})
+    }
+
+    fn run(original: &Value, patch: &Value) -> Result<Value, PatchError> {
+        let schema = schema();
+        apply(original, patch, Some(TestSchema(&schema)))
     }
 
     fn check(original: Value, patch: Value, expected: Value) {
-        let got = apply(&original, &patch, pod_schema()).unwrap_or_else(|e| panic!("{patch}: {e}"));
-        assert_eq!(got, expected, "patch {patch}");
+        match run(&original, &patch) {
+            Ok(got) => assert_eq!(got, expected, "patch {patch}"),
+            Err(e) => panic!("patch {patch}: {e}"),
+        }
     }
 
-    fn containers(list: Value) -> Value {
-        json!({"spec": {"template": {"spec": {"containers": list}}}})
+    /// The patch must fail with a message containing `message`.
+    fn check_err(original: Value, patch: Value, message: &str) {
+        match run(&original, &patch) {
+            Ok(got) => panic!("patch {patch} should fail, got {got}"),
+            Err(e) => assert!(e.to_string().contains(message), "patch {patch}: got {e:?}"),
+        }
+    }
+
+    fn pod_spec(spec: Value) -> Value {
+        json!({"spec": {"template": {"spec": spec}}})
     }
 
     #[test]
     fn kubectl_client_side_apply_patch() {
-        // Containers a and b exist; the applied config drops b, adds c, changes a.
-        let original = containers(json!([
-            {"name": "a", "image": "img:1", "ports": [{"containerPort": 80}, {"containerPort": 8080}],
-             "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
-            {"name": "b", "image": "img:1"}
-        ]));
-        let patch = json!({"spec": {"template": {"spec": {
-        "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}],
-        "containers": [
-            {"image": "img:3", "name": "c"},
-            {"$setElementOrder/env": [{"name": "Y"}], "$setElementOrder/ports": [{"containerPort": 8080}],
-             "env": [{"$patch": "delete", "name": "X"}], "image": "img:2", "name": "a",
-             "ports": [{"containerPort": 8080}, {"$patch": "delete", "containerPort": 80}]},
-            {"$patch": "delete", "name": "b"}
-        ]}}}});
-        check(
-            original,
-            patch,
-            containers(json!([
+        // kubectl-wire.md section 7: d1 had containers a and b; d2 drops b, adds c,
+        // reorders, drops env X and port 80, drops label b.
+        let original = json!({
+            "metadata": {"labels": {"a": "1", "b": "2"}, "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{old}\n"}},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "a", "image": "img:1", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                 "ports": [{"containerPort": 80}, {"containerPort": 8080}]},
+                {"name": "b", "image": "img:1"},
+            ]}}},
+        });
+        let patch = json!({"metadata":{"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{new}\n"},"labels":{"b":null}},"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"c"},{"name":"a"}],"containers":[{"image":"img:3","name":"c"},{"$setElementOrder/env":[{"name":"Y"}],"$setElementOrder/ports":[{"containerPort":8080}],"env":[{"$patch":"delete","name":"X"}],"image":"img:2","name":"a","ports":[{"containerPort":8080},{"$patch":"delete","containerPort":80}]},{"$patch":"delete","name":"b"}]}}}});
+        let expected = json!({
+            "metadata": {"labels": {"a": "1"}, "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{new}\n"}},
+            "spec": {"template": {"spec": {"containers": [
                 {"image": "img:3", "name": "c"},
-                {"name": "a", "image": "img:2", "ports": [{"containerPort": 8080}], "env": [{"name": "Y", "value": "2"}]}
-            ])),
+                {"name": "a", "image": "img:2", "env": [{"name": "Y", "value": "2"}], "ports": [{"containerPort": 8080}]},
+            ]}}},
+        });
+        check(original, patch, expected);
+    }
+
+    #[test]
+    fn kubectl_commands() {
+        let two = pod_spec(
+            json!({"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}),
+        );
+        // kubectl set image deploy/d a=x:2
+        check(
+            two.clone(),
+            pod_spec(
+                json!({"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"image": "x:2", "name": "a"}]}),
+            ),
+            pod_spec(
+                json!({"containers": [{"name": "a", "image": "x:2"}, {"name": "b", "image": "y:1"}]}),
+            ),
+        );
+        // kubectl rollout restart
+        check(
+            two.clone(),
+            json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z"}}}}}),
+            json!({"spec": {"template": {
+                "spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]},
+                "metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z"}},
+            }}}),
+        );
+        // kubectl patch adding a container: new items go first, as upstream.
+        check(
+            two.clone(),
+            pod_spec(json!({"containers": [{"name": "new", "image": "z:1"}]})),
+            pod_spec(
+                json!({"containers": [{"name": "new", "image": "z:1"}, {"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}),
+            ),
+        );
+        // Changing an existing element keeps its place.
+        check(
+            two,
+            pod_spec(json!({"containers": [{"name": "b", "image": "y:2"}]})),
+            pod_spec(
+                json!({"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}]}),
+            ),
         );
     }
 
     #[test]
-    fn set_image_and_restart() {
-        let original =
-            containers(json!([{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]));
+    fn maps() {
+        let labels = |v: Value| json!({"metadata": {"labels": v, "name": "n"}});
         check(
-            original.clone(),
-            json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"image": "x:2", "name": "a"}]}}}}),
-            containers(json!([{"name": "a", "image": "x:2"}, {"name": "b", "image": "y:1"}])),
-        );
-        let mut restarted = original.clone();
-        restarted["spec"]["template"]["metadata"] =
-            json!({"annotations": {"kubectl.kubernetes.io/restartedAt": "t"}});
-        check(
-            original,
-            json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "t"}}}}}),
-            restarted,
-        );
-    }
-
-    #[test]
-    fn maps_nulls_and_map_directives() {
-        check(
-            json!({"metadata": {"labels": {"a": "1", "b": "2"}}}),
+            labels(json!({"a": "1", "b": "2"})),
             json!({"metadata": {"labels": {"b": null, "c": "3"}}}),
-            json!({"metadata": {"labels": {"a": "1", "c": "3"}}}),
+            labels(json!({"a": "1", "c": "3"})),
         );
         check(
-            json!({"metadata": {"labels": {"a": "1"}}}),
+            labels(json!({"a": "1"})),
+            json!({"metadata": {"labels": {"zz": null}}}),
+            labels(json!({"a": "1"})),
+        );
+        check(
+            labels(json!({"a": "1"})),
             json!({"metadata": {"labels": {"$patch": "replace", "z": "9"}}}),
-            json!({"metadata": {"labels": {"z": "9"}}}),
+            labels(json!({"z": "9"})),
         );
         check(
-            json!({"metadata": {"labels": {"a": "1"}, "name": "n"}}),
+            labels(json!({"a": "1"})),
+            json!({"metadata": {"labels": {"$patch": "merge", "z": "9"}}}),
+            labels(json!({"a": "1", "z": "9"})),
+        );
+        // `$patch: delete` on a map leaves it empty, as upstream; on a missing map, nothing.
+        check(
+            labels(json!({"a": "1"})),
+            json!({"metadata": {"labels": {"$patch": "delete"}}}),
+            labels(json!({})),
+        );
+        check(
+            json!({"metadata": {"name": "n"}}),
             json!({"metadata": {"labels": {"$patch": "delete"}}}),
             json!({"metadata": {"name": "n"}}),
         );
-        // Atomic lists (no merge strategy) are replaced.
+        check(json!({"a": 1}), json!({"$patch": "delete"}), json!({}));
         check(
-            containers(json!([{"name": "a", "args": ["1", "2"]}])),
-            containers(json!([{"name": "a", "args": ["3"]}])),
-            containers(json!([{"name": "a", "args": ["3"]}])),
+            json!({"a": 1}),
+            json!({"$patch": "replace", "b": 2}),
+            json!({"b": 2}),
+        );
+        check(
+            json!({"m": 1}),
+            json!({"m": {"x": 1, "y": null}}),
+            json!({"m": {"x": 1}}),
+        );
+        check(json!({"m": {"x": 1}}), json!({"m": 2}), json!({"m": 2}));
+        check(json!({"m": {"x": 1}}), json!({"m": null}), json!({}));
+        // A field with patch strategy `replace` is replaced whole.
+        check(
+            pod_spec(json!({"resources": {"limits": {"cpu": "1"}}})),
+            pod_spec(json!({"resources": {"requests": {"cpu": "2"}}})),
+            pod_spec(json!({"resources": {"requests": {"cpu": "2"}}})),
+        );
+        // A `$` key the schema declares is an ordinary field.
+        check(json!({}), json!({"$ref": "#/x"}), json!({"$ref": "#/x"}));
+    }
+
+    #[test]
+    fn key_order_is_kept() {
+        let got = run(
+            &json!({"a": 1, "b": 2, "c": 3}),
+            &json!({"a": 9, "b": null}),
+        )
+        .expect("valid");
+        assert_eq!(
+            got.as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["a".to_owned(), "c".to_owned()])
         );
     }
 
     #[test]
-    fn retain_keys_and_primitive_lists() {
-        // Deployment strategy uses retainKeys: switching type drops rollingUpdate.
+    fn lists() {
+        let containers = |v: Value| pod_spec(json!({"containers": v}));
+        // `$patch: delete` on an element; deleting a missing element is harmless.
         check(
-            json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
-            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
-            json!({"spec": {"strategy": {"type": "Recreate"}}}),
-        );
-        // Finalizers are a merged primitive list.
-        check(
-            json!({"metadata": {"finalizers": ["a", "b"]}}),
-            json!({"metadata": {"finalizers": ["c", "a"]}}),
-            json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
+            containers(json!([{"name": "a"}, {"name": "b"}])),
+            containers(json!([{"$patch": "delete", "name": "a"}])),
+            containers(json!([{"name": "b"}])),
         );
         check(
-            json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
-            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}),
-            json!({"metadata": {"finalizers": ["a", "c"]}}),
+            containers(json!([{"name": "a"}])),
+            containers(json!([{"$patch": "delete", "name": "zz"}])),
+            containers(json!([{"name": "a"}])),
         );
-        check(
-            json!({"metadata": {"finalizers": ["a", "b"]}}),
-            json!({"metadata": {"$setElementOrder/finalizers": ["b", "a"]}}),
-            json!({"metadata": {"finalizers": ["b", "a"]}}),
-        );
-        // A list element `$patch: replace` replaces the whole list.
+        // `$patch: replace` as an element replaces the whole list.
         check(
             containers(json!([{"name": "a"}, {"name": "b"}])),
             containers(json!([{"name": "z"}, {"$patch": "replace"}])),
             containers(json!([{"name": "z"}])),
         );
+        // Atomic lists (args, tolerations) are replaced.
+        check(
+            containers(json!([{"name": "a", "args": ["1", "2"]}])),
+            containers(json!([{"name": "a", "args": ["3"]}])),
+            containers(json!([{"name": "a", "args": ["3"]}])),
+        );
+        check(
+            pod_spec(json!({"tolerations": [{"key": "a"}]})),
+            pod_spec(json!({"tolerations": [{"key": "b"}]})),
+            pod_spec(json!({"tolerations": [{"key": "b"}]})),
+        );
+        // Nested merge lists, with numeric merge keys compared as numbers.
+        check(
+            containers(json!([{"name": "a", "ports": [{"containerPort": 80, "protocol": "TCP"}]}])),
+            containers(json!([{"name": "a", "ports": [{"containerPort": 80.0, "name": "http"}]}])),
+            containers(
+                json!([{"name": "a", "ports": [{"containerPort": 80.0, "protocol": "TCP", "name": "http"}]}]),
+            ),
+        );
+        // A list the object lacks, or has with another type, is taken from the patch.
+        check(
+            pod_spec(json!({})),
+            containers(json!([{"name": "a"}, {"$patch": "delete", "name": "b"}])),
+            containers(json!([{"name": "a"}])),
+        );
+        check(
+            pod_spec(json!({"containers": "junk"})),
+            containers(json!([{"name": "a"}])),
+            containers(json!([{"name": "a"}])),
+        );
+    }
+
+    #[test]
+    fn primitive_lists() {
+        let finalizers = |v: Value| json!({"metadata": {"finalizers": v}});
+        // A union ordered by the patch, as upstream.
+        check(
+            finalizers(json!(["a", "b"])),
+            finalizers(json!(["c", "a"])),
+            finalizers(json!(["c", "a", "b"])),
+        );
+        check(
+            finalizers(json!(["a", "b"])),
+            finalizers(json!(["b"])),
+            finalizers(json!(["a", "b"])),
+        );
+        check(
+            finalizers(json!(["a", "a"])),
+            finalizers(json!([])),
+            finalizers(json!(["a"])),
+        );
+        check(
+            json!({}),
+            finalizers(json!(["x", "x"])),
+            finalizers(json!(["x"])),
+        );
+        check(
+            finalizers(json!(["a", "b", "c"])),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b", "zz"]}}),
+            finalizers(json!(["a", "c"])),
+        );
+        check(
+            json!({"metadata": {}}),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}),
+            json!({"metadata": {}}),
+        );
+        check(
+            finalizers(json!(["a", "b"])),
+            json!({"metadata": {"$setElementOrder/finalizers": ["b", "a"]}}),
+            finalizers(json!(["b", "a"])),
+        );
+        // Upstream: add and delete items in lists of scalars.
+        check(
+            json!({"mergingIntList": [1, 2, 3, 4]}),
+            json!({"$setElementOrder/mergingIntList": [1, 2, 4], "$deleteFromPrimitiveList/mergingIntList": [3]}),
+            json!({"mergingIntList": [1, 2, 4]}),
+        );
+        // Upstream: add an item in a list of primitives and preserve order.
+        check(
+            json!({"mergingIntList": [1, 4, 2]}),
+            json!({"$setElementOrder/mergingIntList": [3, 1, 2], "mergingIntList": [3]}),
+            json!({"mergingIntList": [3, 1, 4, 2]}),
+        );
+    }
+
+    #[test]
+    fn retain_keys() {
+        // The Deployment strategy switches type: rollingUpdate goes.
+        check(
+            json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+            json!({"spec": {"strategy": {"type": "Recreate"}}}),
+        );
+        // A volume changes its source; null fields need not be listed.
+        check(
+            pod_spec(
+                json!({"volumes": [{"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}]}),
+            ),
+            pod_spec(
+                json!({"volumes": [{"$retainKeys": ["hostPath", "name"], "name": "v", "hostPath": {"path": "/x"}, "emptyDir": null}]}),
+            ),
+            pod_spec(
+                json!({"volumes": [{"name": "v", "hostPath": {"path": "/x"}}, {"name": "w", "emptyDir": {}}]}),
+            ),
+        );
+    }
+
+    #[test]
+    fn element_order() {
+        let list = |names: &[u32]| json!({"mergingList": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()});
+        let order = |names: &[u32]| json!({"$setElementOrder/mergingList": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()});
+        // Upstream "set elements order in a list with server-only items" 1 to 3.
+        check(
+            list(&[1, 3, 4, 2, 9]),
+            order(&[4, 2, 3, 1]),
+            list(&[4, 2, 3, 1, 9]),
+        );
+        check(
+            list(&[1, 2, 9, 3, 4]),
+            order(&[2, 1, 4, 3]),
+            list(&[2, 1, 9, 4, 3]),
+        );
+        check(
+            list(&[1, 2, 7, 9, 8, 3, 4]),
+            order(&[2, 1, 4, 3]),
+            list(&[2, 1, 7, 9, 8, 4, 3]),
+        );
+        // Upstream "add an item in a list and preserve order".
+        check(
+            json!({"mergingList": [{"name": 1, "other": "a"}, {"name": 2, "value": 2}]}),
+            json!({"$setElementOrder/mergingList": [{"name": 3}, {"name": 1}, {"name": 2}], "mergingList": [{"name": 3, "value": 3}]}),
+            json!({"mergingList": [{"name": 3, "value": 3}, {"name": 1, "other": "a"}, {"name": 2, "value": 2}]}),
+        );
+        // Upstream "add and delete an item in a list and preserve order".
+        check(
+            json!({"mergingList": [{"name": 1}, {"name": 2, "value": 2}, {"name": 3}]}),
+            json!({"$setElementOrder/mergingList": [{"name": 4}, {"name": 2}, {"name": 1}], "mergingList": [{"name": 4, "value": 4}, {"name": 3, "$patch": "delete"}]}),
+            json!({"mergingList": [{"name": 4, "value": 4}, {"name": 2, "value": 2}, {"name": 1}]}),
+        );
+        // An order for a list neither side has changes nothing.
+        check(json!({}), order(&[1]), json!({}));
+        // An order for a list only the patch has.
+        check(
+            json!({}),
+            json!({"$setElementOrder/mergingList": [{"name": 2}, {"name": 1}], "mergingList": [{"name": 2}, {"name": 1}]}),
+            list(&[2, 1]),
+        );
+    }
+
+    #[test]
+    fn directives_never_leak() {
+        // New content with directives inside: processed against nothing.
+        check(
+            pod_spec(json!({})),
+            pod_spec(
+                json!({"containers": [{"name": "a", "$setElementOrder/env": [{"name": "E"}], "env": [{"name": "E"}, {"$patch": "delete", "name": "F"}], "args": [{"$patch": "replace"}, "x"], "bad": null}]}),
+            ),
+            pod_spec(json!({"containers": [{"name": "a", "env": [{"name": "E"}], "args": ["x"]}]})),
+        );
+        check(
+            json!({}),
+            json!({"metadata": {"labels": {"$patch": "replace", "a": "1"}}}),
+            json!({"metadata": {"labels": {"a": "1"}}}),
+        );
+        check(
+            json!({}),
+            json!({"metadata": {"labels": {"$patch": "delete", "a": "1"}}}),
+            json!({"metadata": {}}),
+        );
+        check(
+            json!({}),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+            json!({"spec": {"strategy": {"type": "Recreate"}}}),
+        );
     }
 
     #[test]
     fn errors() {
-        let bad = |patch: Value| apply(&json!({}), &patch, pod_schema()).is_err();
-        assert!(bad(json!([1])));
-        assert!(bad(json!({"$patch": "explode"})));
-        assert!(bad(json!({"$bogus": 1})));
-        assert!(bad(containers(json!([{"image": "no-name"}]))));
-        assert!(bad(json!({"metadata": {"$retainKeys": "x"}})));
+        check_err(json!({}), json!([1]), "must be a JSON object, not a list");
+        check_err(json!({}), json!("x"), "must be a JSON object, not a string");
+        check_err(
+            json!({}),
+            json!({"$patch": "explode"}),
+            "unknown patch type \"explode\" in a map",
+        );
+        check_err(
+            json!({}),
+            json!({"metadata": {"$patch": 1}}),
+            "unknown patch type 1 in a map",
+        );
+        check_err(
+            json!({}),
+            json!({"$bogus": 1}),
+            "unknown patch directive \"$bogus\"",
+        );
+        check_err(
+            json!({}),
+            json!({"$setElementOrder/": []}),
+            "unknown patch directive",
+        );
+        check_err(
+            json!({}),
+            pod_spec(json!({"containers": [{"image": "no-name"}]})),
+            "does not contain declared merge key: name",
+        );
+        check_err(
+            pod_spec(json!({"containers": [{"name": "a"}]})),
+            pod_spec(json!({"containers": [{"$patch": "delete", "image": "x"}]})),
+            "declared merge key: name",
+        );
+        check_err(
+            json!({}),
+            pod_spec(json!({"containers": [{"name": "a", "$patch": "bogus"}]})),
+            "in a list element",
+        );
+        check_err(
+            json!({}),
+            json!({"metadata": {"$retainKeys": "x"}}),
+            "$retainKeys must be a list of field names",
+        );
+        check_err(
+            json!({}),
+            json!({"metadata": {"$retainKeys": [1]}}),
+            "$retainKeys must be a list of field names",
+        );
+        check_err(
+            json!({}),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}),
+            "field \"rollingUpdate\" is not listed in $retainKeys",
+        );
+        check_err(
+            json!({}),
+            pod_spec(json!({"$setElementOrder/containers": "x"})),
+            "$setElementOrder/containers must be a list",
+        );
+        check_err(
+            json!({}),
+            pod_spec(json!({"$setElementOrder/containers": [{"image": "x"}]})),
+            "declared merge key: name",
+        );
+        check_err(
+            json!({}),
+            pod_spec(
+                json!({"$setElementOrder/containers": [{"name": "a"}], "containers": {"name": "a"}}),
+            ),
+            "must be a list",
+        );
+        check_err(
+            json!({}),
+            pod_spec(
+                json!({"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "b"}, {"name": "a"}]}),
+            ),
+            "does not match its $setElementOrder list",
+        );
+        check_err(
+            json!({}),
+            pod_spec(
+                json!({"$setElementOrder/containers": [{"name": "a"}], "containers": [{"name": "c"}]}),
+            ),
+            "does not match",
+        );
+        check_err(
+            json!({"metadata": {"finalizers": ["a"]}}),
+            json!({"metadata": {"finalizers": [1]}}),
+            "different types",
+        );
+        check_err(
+            json!({}),
+            json!({"mergingIntList": [[1]]}),
+            "lists of lists",
+        );
+        check_err(
+            json!({}),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": 5}}),
+            "must be a list",
+        );
+        check_err(
+            json!({"a": 1}),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "$bogus": 1}}}),
+            "unknown patch directive",
+        );
         let mut deep = json!({});
-        for _ in 0..300 {
+        for _ in 0..(MAX_DEPTH + 5) {
             deep = json!({"a": deep});
         }
-        assert!(bad(deep));
+        check_err(json!({}), deep, "nested more than 128 levels deep");
+        // The original is never modified, and errors map to 400.
+        let original = json!({"metadata": {"labels": {"a": "1"}}});
+        let err = run(
+            &original,
+            &json!({"metadata": {"labels": {"a": null}}, "$bogus": 1}),
+        )
+        .expect_err("bad");
+        assert_eq!(err.http_status(), 400);
+        assert_eq!(original, json!({"metadata": {"labels": {"a": "1"}}}));
+        assert_eq!(unsupported("widgets.example.com").http_status(), 415);
     }
 
     #[test]
     fn without_schema_lists_replace() {
-        let got = apply::<Node<'_>>(
-            &json!({"a": [1, 2], "m": {"x": 1}}),
-            &json!({"a": [3], "m": {"y": 2}}),
+        let got = apply::<TestSchema<'_>>(
+            &json!({"a": [1, 2], "m": {"x": 1}, "l": [{"name": "a"}]}),
+            &json!({"a": [3], "m": {"y": 2, "x": null}, "l": [{"name": "b"}]}),
             None,
         );
-        assert_eq!(got, Ok(json!({"a": [3], "m": {"x": 1, "y": 2}})));
+        assert_eq!(
+            got,
+            Ok(json!({"a": [3], "m": {"y": 2}, "l": [{"name": "b"}]}))
+        );
+    }
+
+    #[test]
+    fn builtin_schema_drives_patches() {
+        // The real Deployment schema merges containers by name.
+        let schema = crate::schema::builtin().node("io.k8s.api.apps.v1.Deployment");
+        assert!(schema.is_some(), "Deployment schema");
+        let got = apply(
+            &pod_spec(
+                json!({"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}),
+            ),
+            &pod_spec(json!({"containers": [{"name": "b", "image": "y:2"}]})),
+            schema,
+        );
+        assert_eq!(
+            got,
+            Ok(pod_spec(
+                json!({"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}]})
+            ))
+        );
     }
 }
