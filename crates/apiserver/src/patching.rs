@@ -55,5 +55,9 @@ pub fn apply_with_schema(
             )));
         }
     };
-    result.map_err(|e| ApiError::new(422, "Invalid", e.to_string()))
+    result.map_err(|e| match e.http_status() {
+        400 => ApiError::bad_request(e.to_string()),
+        415 => ApiError::new(415, "UnsupportedMediaType", e.to_string()),
+        _ => ApiError::new(422, "Invalid", e.to_string()),
+    })
 }
