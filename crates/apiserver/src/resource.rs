@@ -164,8 +164,9 @@ impl Scope<'_> {
         Ok((items, meta))
     }
 
-    /// A LIST answered from the watch cache, when it can be: no continue token, not an
-    /// exact revision, and everything fits in one page. `None` means read the store.
+    /// A LIST answered from the watch cache, when it can be: no continue token and not an
+    /// exact revision. A page cut short by `limit` gets a continue token at the cache's
+    /// revision; the next pages read the store at that revision. `None` means read the store.
     async fn list_from_cache(
         &self,
         query: &Query,
@@ -189,18 +190,18 @@ impl Scope<'_> {
                 .map_err(store_error)?,
             rv => parse_rv(rv)?.unwrap_or(0),
         };
-        let Some((objects, revision)) = self.cp.cache(&self.kind).list(prefix, at_least).await
+        let cache = self.cp.cache(&self.kind);
+        let Some((items, revision, more_after)) = cache
+            .list(prefix, at_least, limit, |o| filter.matches(o))
+            .await
         else {
             return Ok(None);
         };
-        let items: Vec<Value> = objects.into_iter().filter(|o| filter.matches(o)).collect();
-        if limit != 0 && items.len() > limit {
-            return Ok(None);
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(last) = more_after {
+            meta["continue"] = json!(encode_continue(revision, &last[prefix.len()..]));
         }
-        Ok(Some((
-            items,
-            json!({"resourceVersion": revision.to_string()}),
-        )))
+        Ok(Some((items, meta)))
     }
 
     /// The `...List` object for `items`.

@@ -151,21 +151,38 @@ impl Cache {
         }
     }
 
-    /// The objects whose keys start with `prefix` (a namespace's part of the collection)
-    /// and the revision they are at, once the cache is at `at_least`; `None` when it is not
-    /// ready in time (the caller reads the store).
-    pub async fn list(&self, prefix: &str, at_least: Revision) -> Option<(Vec<Value>, Revision)> {
+    /// Up to `limit` (0: all) objects under `prefix` (a namespace's part of the
+    /// collection) that pass `keep`, with the revision they are at and, when more match, the
+    /// key of the last one returned (to continue from). `None` when the cache is not at
+    /// `at_least` in time (the caller reads the store).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        at_least: Revision,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Option<(Vec<Value>, Revision, Option<String>)> {
         if !self.wait_for(at_least).await {
             return None;
         }
         let state = self.lock();
-        let items = state
+        let mut items = Vec::new();
+        let mut last_key = None;
+        for (key, obj) in state
             .objects
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
-            .collect();
-        Some((items, state.revision))
+        {
+            if !keep(obj) {
+                continue;
+            }
+            if limit != 0 && items.len() == limit {
+                return Some((items, state.revision, last_key));
+            }
+            items.push(obj.clone());
+            last_key = Some(key.clone());
+        }
+        Some((items, state.revision, None))
     }
 
     /// The cached object at `key` without waiting for the store: `None` when the cache is
