@@ -83,6 +83,13 @@ fn custom_resources_end_to_end() -> anyhow::Result<()> {
         "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
     ])?;
     assert_eq!(established, "True");
+    let explain = kumo.kubectl(&["explain", "crontab.spec.replicas"])?;
+    assert!(
+        explain.contains("CronTab")
+            && explain.contains("replicas")
+            && explain.contains("<integer>"),
+        "{explain}"
+    );
     let resources = kumo.kubectl(&["api-resources", "--api-group=stable.example.com"])?;
     assert!(
         resources.contains("crontabs") && resources.contains("ct") && resources.contains("CronTab"),

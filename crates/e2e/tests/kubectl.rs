@@ -370,6 +370,43 @@ fn label_annotate_patch_replace_edit() -> anyhow::Result<()> {
         "edited"
     );
 
+    // --dry-run=server answers without storing.
+    let dry = kumo.kubectl(&[
+        "create",
+        "configmap",
+        "dry",
+        "--from-literal=a=b",
+        "--dry-run=server",
+        "-o",
+        "name",
+    ])?;
+    assert_eq!(dry.trim(), "configmap/dry");
+    assert!(
+        kumo.kubectl_fails(&["get", "configmap", "dry"])?
+            .contains("NotFound")
+    );
+
+    // apply --prune deletes labelled objects that left the manifest.
+    let both = write(
+        dir.path(),
+        "both.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: p1, labels: {set: a}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: p2, labels: {set: a}}\n",
+    );
+    let one = write(
+        dir.path(),
+        "one.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: p1, labels: {set: a}}\n",
+    );
+    kumo.kubectl(&["apply", "-f", &both])?;
+    let pruned = kumo.kubectl(&["apply", "-f", &one, "--prune", "-l", "set=a"])?;
+    assert!(pruned.contains("configmap/p2 pruned"), "{pruned}");
+    assert_eq!(
+        kumo.kubectl(&["get", "cm", "-l", "set=a", "-o", "name"])?
+            .trim(),
+        "configmap/p1"
+    );
+    kumo.kubectl(&["delete", "cm", "p1"])?;
+
     // delete, delete --all, wait --for=delete.
     kumo.kubectl(&["create", "configmap", "gone", "--from-literal=x=y"])?;
     let mut waiter = kumo
