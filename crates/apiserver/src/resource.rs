@@ -773,19 +773,9 @@ impl Scope<'_> {
         }
         if finishing {
             // The last finalizer is gone from an object being deleted: delete it now.
-            return match self.cp.store.delete(&key, Some(current_rv)).await {
-                Ok(deleted) => Ok(deleted),
-                Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
-                Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
-                Err(e) => Err(Retry::Fail(store_error(e))),
-            };
+            return self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await);
         }
-        match self.cp.store.update(&key, &new, current_rv).await {
-            Ok(stored) => Ok(stored),
-            Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
-            Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
-            Err(e) => Err(Retry::Fail(store_error(e))),
-        }
+        self.retrying(name, self.cp.store.update(&key, &new, current_rv).await)
     }
 
     /// DELETE of one object, honouring preconditions and finalizers.
@@ -852,12 +842,9 @@ impl Scope<'_> {
             if options.dry_run {
                 return Ok(Reply::ok(marked));
             }
-            return match self.cp.store.update(&key, &marked, current_rv).await {
-                Ok(stored) => Ok(Reply::ok(stored)),
-                Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
-                Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
-                Err(e) => Err(Retry::Fail(store_error(e))),
-            };
+            return self
+                .retrying(name, self.cp.store.update(&key, &marked, current_rv).await)
+                .map(Reply::ok);
         }
         let grace = self.grace_period(current, options);
         let terminating = current.meta_str("deletionTimestamp").is_some();
@@ -882,20 +869,24 @@ impl Scope<'_> {
             if options.dry_run {
                 return Ok(Reply::ok(marked));
             }
-            return match self.cp.store.update(&key, &marked, current_rv).await {
-                Ok(stored) => Ok(Reply::ok(stored)),
-                Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
-                Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
-                Err(e) => Err(Retry::Fail(store_error(e))),
-            };
+            return self
+                .retrying(name, self.cp.store.update(&key, &marked, current_rv).await)
+                .map(Reply::ok);
         }
         let success =
             apimachinery::status::success(&self.kind.group, &self.kind.plural, name, current.uid());
         if options.dry_run {
             return Ok(Reply::ok(success));
         }
-        match self.cp.store.delete(&key, Some(current_rv)).await {
-            Ok(_) => Ok(Reply::ok(success)),
+        self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await)
+            .map(|_| Reply::ok(success))
+    }
+
+    /// A store write's outcome for the retry loops: a lost race is retried, a vanished
+    /// object is 404, anything else fails.
+    fn retrying<T>(&self, name: &str, result: Result<T, store::Error>) -> Result<T, Retry> {
+        match result {
+            Ok(v) => Ok(v),
             Err(store::Error::Conflict { .. }) => Err(Retry::Conflict),
             Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
             Err(e) => Err(Retry::Fail(store_error(e))),
