@@ -43,9 +43,12 @@ pub struct ServerArgs {
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Runs the server until a shutdown signal.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // Absolute, so the kubeconfig path printed below works from any directory.
+    args.data_dir = std::fs::canonicalize(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     let db_path = args.data_dir.join("state.db");
     let backend: Arc<dyn Backend> = Arc::new(
         SqliteBackend::open(SqliteConfig::new(&db_path))
