@@ -56,6 +56,41 @@ pub fn storage_group(kind: &KindInfo) -> &str {
     }
 }
 
+/// Fields autoscaling/v1 and v2 share unchanged.
+const HPA_SPEC_FIELDS: &[&str] = &["scaleTargetRef", "minReplicas", "maxReplicas"];
+const HPA_STATUS_FIELDS: &[&str] = &[
+    "observedGeneration",
+    "lastScaleTime",
+    "currentReplicas",
+    "desiredReplicas",
+];
+
+/// The named fields of `from` that are present.
+fn copy_fields(from: &Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
+    fields
+        .iter()
+        .filter_map(|f| from.get(*f).map(|v| ((*f).to_owned(), v.clone())))
+        .collect()
+}
+
+fn is_cpu(metric: &Value) -> bool {
+    metric.pointer("/resource/name") == Some(&json!("cpu"))
+}
+
+/// The CPU utilization at `pointer` in a v2 metrics list.
+fn cpu_utilization(metrics: Option<&Value>, pointer: &str) -> Option<Value> {
+    metrics?
+        .as_array()?
+        .iter()
+        .filter(|m| is_cpu(m))
+        .find_map(|m| m.pointer(pointer).cloned())
+}
+
+/// A v2 CPU metric: `{"type": "Resource", "resource": {"name": "cpu", <field>: {...}}}`.
+fn cpu_metric(field: &str, value: Value) -> Value {
+    json!({"type": "Resource", "resource": {"name": "cpu", field: value}})
+}
+
 /// Converts a request body in `kind`'s version to the storage version.
 pub fn to_storage(kind: &KindInfo, mut obj: Value) -> Value {
     if is_events_v1(kind)
@@ -69,42 +104,40 @@ pub fn to_storage(kind: &KindInfo, mut obj: Value) -> Value {
     }
     let mut out = obj.clone();
     out["apiVersion"] = json!("autoscaling/v2");
+    // Metrics a v1 object cannot express travel in an annotation; restore them.
+    let parked = out
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+        .and_then(|a| a.remove(HPA_METRICS_ANNOTATION));
+    let mut metrics: Vec<Value> = parked
+        .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
+        .unwrap_or_default();
     if let Some(spec) = obj.get("spec").and_then(Value::as_object) {
-        let mut v2 = Map::new();
-        for field in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-            if let Some(v) = spec.get(field) {
-                v2.insert(field.into(), v.clone());
-            }
-        }
-        let mut metrics = Vec::new();
+        let mut v2 = copy_fields(spec, HPA_SPEC_FIELDS);
         if let Some(cpu) = spec
             .get("targetCPUUtilizationPercentage")
             .filter(|v| !v.is_null())
         {
-            metrics.push(json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}}));
+            metrics.insert(
+                0,
+                cpu_metric(
+                    "target",
+                    json!({"type": "Utilization", "averageUtilization": cpu}),
+                ),
+            );
         }
         v2.insert("metrics".into(), json!(metrics));
         out["spec"] = Value::Object(v2);
     }
     if let Some(status) = obj.get("status").and_then(Value::as_object) {
-        let mut v2 = Map::new();
-        for field in [
-            "observedGeneration",
-            "lastScaleTime",
-            "currentReplicas",
-            "desiredReplicas",
-        ] {
-            if let Some(v) = status.get(field) {
-                v2.insert(field.into(), v.clone());
-            }
-        }
+        let mut v2 = copy_fields(status, HPA_STATUS_FIELDS);
         if let Some(cpu) = status
             .get("currentCPUUtilizationPercentage")
             .filter(|v| !v.is_null())
         {
             v2.insert(
                 "currentMetrics".into(),
-                json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": cpu}}}]),
+                json!([cpu_metric("current", json!({"averageUtilization": cpu}))]),
             );
         }
         out["status"] = Value::Object(v2);
@@ -123,29 +156,17 @@ pub fn from_storage(kind: &KindInfo, mut obj: Value) -> Value {
     }
     let mut out = obj.clone();
     out["apiVersion"] = json!("autoscaling/v1");
-    let cpu_target = |metrics: &Value| {
-        metrics.as_array().into_iter().flatten().find_map(|m| {
-            (m.pointer("/resource/name") == Some(&json!("cpu")))
-                .then(|| m.pointer("/resource/target/averageUtilization").cloned())
-                .flatten()
-        })
-    };
     if let Some(spec) = obj.get("spec").and_then(Value::as_object) {
-        let mut v1 = Map::new();
-        for field in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-            if let Some(v) = spec.get(field) {
-                v1.insert(field.into(), v.clone());
-            }
-        }
-        let metrics = spec.get("metrics").cloned().unwrap_or(Value::Null);
-        if let Some(cpu) = cpu_target(&metrics) {
+        let mut v1 = copy_fields(spec, HPA_SPEC_FIELDS);
+        let metrics = spec.get("metrics");
+        if let Some(cpu) = cpu_utilization(metrics, "/resource/target/averageUtilization") {
             v1.insert("targetCPUUtilizationPercentage".into(), cpu);
         }
         let others: Vec<&Value> = metrics
-            .as_array()
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter(|m| m.pointer("/resource/name") != Some(&json!("cpu")))
+            .filter(|m| !is_cpu(m))
             .collect();
         if !others.is_empty() {
             out["metadata"]["annotations"][HPA_METRICS_ANNOTATION] =
@@ -154,28 +175,11 @@ pub fn from_storage(kind: &KindInfo, mut obj: Value) -> Value {
         out["spec"] = Value::Object(v1);
     }
     if let Some(status) = obj.get("status").and_then(Value::as_object) {
-        let mut v1 = Map::new();
-        for field in [
-            "observedGeneration",
-            "lastScaleTime",
-            "currentReplicas",
-            "desiredReplicas",
-        ] {
-            if let Some(v) = status.get(field) {
-                v1.insert(field.into(), v.clone());
-            }
-        }
-        let current = status
-            .get("currentMetrics")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find_map(|m| {
-                (m.pointer("/resource/name") == Some(&json!("cpu")))
-                    .then(|| m.pointer("/resource/current/averageUtilization").cloned())
-                    .flatten()
-            });
-        if let Some(cpu) = current {
+        let mut v1 = copy_fields(status, HPA_STATUS_FIELDS);
+        if let Some(cpu) = cpu_utilization(
+            status.get("currentMetrics"),
+            "/resource/current/averageUtilization",
+        ) {
             v1.insert("currentCPUUtilizationPercentage".into(), cpu);
         }
         out["status"] = Value::Object(v1);
@@ -207,6 +211,20 @@ mod tests {
         assert_eq!(stored["involvedObject"]["name"], "p");
         assert_eq!(stored["message"], "hello");
         assert_eq!(from_storage(&kind, stored), ev);
+    }
+
+    #[test]
+    fn hpa_v1_round_trip_keeps_metrics_it_cannot_express() {
+        let v2 = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
+            "spec": {"maxReplicas": 3, "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 80}}}]}});
+        let v1 = from_storage(&hpa_v1(), v2.clone());
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+        assert!(v1["metadata"]["annotations"][HPA_METRICS_ANNOTATION].is_string());
+        let back = to_storage(&hpa_v1(), v1);
+        assert_eq!(back["spec"], v2["spec"]);
+        assert_eq!(back["metadata"]["annotations"], json!({}));
     }
 
     #[test]

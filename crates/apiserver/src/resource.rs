@@ -339,20 +339,15 @@ impl Scope<'_> {
             {
                 return Err(self.conflict(&name, ApiError::MODIFIED));
             }
-            match self
+            let attempt = self
                 .commit_update(&name, &current, obj.clone(), dry_run, true)
-                .await
-            {
-                Err(Retry::Conflict) if wanted_rv.is_none() => continue,
-                Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
-                Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => {
-                    return Ok(Reply {
-                        code: 200,
-                        body: stored,
-                        warnings,
-                    });
-                }
+                .await;
+            if let Some(done) = self.settle(&name, attempt, wanted_rv.is_some()) {
+                return done.map(|stored| Reply {
+                    code: 200,
+                    body: stored,
+                    warnings,
+                });
             }
         }
         Err(self.conflict(&name, "too many concurrent writes; try again"))
@@ -395,19 +390,15 @@ impl Scope<'_> {
                     "metadata.name cannot be changed by a patch",
                 ));
             }
-            match self
+            let attempt = self
                 .commit_update(&name, &current, patched, dry_run, true)
-                .await
-            {
-                Err(Retry::Conflict) => continue,
-                Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => {
-                    return Ok(Reply {
-                        code: 200,
-                        body: stored,
-                        warnings,
-                    });
-                }
+                .await;
+            if let Some(done) = self.settle(&name, attempt, false) {
+                return done.map(|stored| Reply {
+                    code: 200,
+                    body: stored,
+                    warnings,
+                });
             }
         }
         Err(self.conflict(&name, "too many concurrent writes; try again"))
@@ -561,20 +552,14 @@ impl Scope<'_> {
                 &mut updated,
                 &new_scale,
             )?;
-            match self
+            let attempt = self
                 .commit_update(&name, &current, updated, dry_run, true)
-                .await
-            {
-                Err(Retry::Conflict) if wanted_rv.is_none() => continue,
-                Err(Retry::Conflict) => return Err(self.conflict(&name, ApiError::MODIFIED)),
-                Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => {
-                    return Ok(Reply::ok(crate::scale::to_scale(
-                        &self.kind,
-                        self.custom.as_deref(),
-                        &stored,
-                    )?));
-                }
+                .await;
+            if let Some(done) = self.settle(&name, attempt, wanted_rv.is_some()) {
+                return done.and_then(|stored| {
+                    crate::scale::to_scale(&self.kind, self.custom.as_deref(), &stored)
+                        .map(Reply::ok)
+                });
             }
         }
         Err(self.conflict(&name, "too many concurrent writes; try again"))
@@ -711,19 +696,15 @@ impl Scope<'_> {
                     warnings,
                 });
             }
-            match self
+            let attempt = self
                 .commit_update(name, &current, merged, dry_run, false)
-                .await
-            {
-                Err(Retry::Conflict) => continue,
-                Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => {
-                    return Ok(Reply {
-                        code: 200,
-                        body: stored,
-                        warnings,
-                    });
-                }
+                .await;
+            if let Some(done) = self.settle(name, attempt, false) {
+                return done.map(|stored| Reply {
+                    code: 200,
+                    body: stored,
+                    warnings,
+                });
             }
         }
         Err(self.conflict(name, "too many concurrent writes; try again"))
@@ -880,6 +861,22 @@ impl Scope<'_> {
         }
         self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await)
             .map(|_| Reply::ok(success))
+    }
+
+    /// One commit attempt of a retry loop: `None` means read again and retry (a lost race
+    /// when the caller set no resourceVersion precondition); otherwise the answer.
+    fn settle(
+        &self,
+        name: &str,
+        attempt: Result<Value, Retry>,
+        precondition: bool,
+    ) -> Option<Result<Value, ApiError>> {
+        match attempt {
+            Ok(stored) => Some(Ok(stored)),
+            Err(Retry::Conflict) if !precondition => None,
+            Err(Retry::Conflict) => Some(Err(self.conflict(name, ApiError::MODIFIED))),
+            Err(Retry::Fail(e)) => Some(Err(e)),
+        }
     }
 
     /// A store write's outcome for the retry loops: a lost race is retried, a vanished
