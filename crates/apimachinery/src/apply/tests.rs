@@ -236,7 +236,8 @@ fn field_set_of_objects_follows_the_schema() {
             json!({"f:apiVersion": {}, "f:kind": {}, "f:metadata": {"f:name": {}},
             "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"a\"}": {
                 ".": {}, "f:args": {}, "f:name": {},
-                "f:ports": {"k:{\"containerPort\":80}": {".": {}, "f:containerPort": {}}}
+                // The key takes the protocol's default, as upstream's managedFields show.
+                "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}
             }}}}}}),
         ),
     ];
@@ -833,4 +834,26 @@ fn subresource_writes_get_their_own_entry() {
         conflict.cause_message(),
         "conflict with \"kube-controller-manager\" with subresource \"status\" using apps/v1"
     );
+}
+
+/// Re-applying ports without a protocol matches the stored (defaulted) items: the key
+/// uses the schema's default "TCP" instead of adding a duplicate port.
+#[test]
+fn reapplied_port_without_protocol_keys_by_the_default() {
+    let config = deployment(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{
+                "name": "web", "image": "web:1",
+                "ports": [{"name": "http", "containerPort": 8080}],
+            }]},
+        },
+    }));
+    let mut live = apply_ok(None, &config, "op", T1);
+    // The server defaults the protocol after the first apply.
+    live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+    let again = apply_ok(Some(&live), &config, "op", T2);
+    let ports = &again["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert_eq!(ports.as_array().map(Vec::len), Some(1), "{ports}");
 }

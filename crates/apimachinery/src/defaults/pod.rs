@@ -17,6 +17,7 @@ pub(super) fn pod(obj: &mut Value) {
         }
     }
     set(spec, "enableServiceLinks", json!(true));
+    default_toleration_seconds(spec);
     if spec.get("hostNetwork") == Some(&Value::Bool(true)) {
         for key in ["containers", "initContainers"] {
             for c in items(spec, key) {
@@ -26,6 +27,45 @@ pub(super) fn pod(obj: &mut Value) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Taints every pod tolerates for a while, as upstream's DefaultTolerationSeconds
+/// admission plugin adds them: a node that is not ready or unreachable evicts its pods after
+/// five minutes rather than at once.
+const DEFAULT_NO_EXECUTE_TOLERATIONS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// Upstream's DefaultTolerationSeconds admission: a pod that does not tolerate the
+/// not-ready or unreachable NoExecute taint (a toleration with that key or no key, and
+/// effect NoExecute or none) gets a toleration of it for 300 seconds.
+fn default_toleration_seconds(spec: &mut Value) {
+    let Some(map) = spec.as_object_mut() else {
+        return;
+    };
+    let tolerations = map.entry("tolerations").or_insert(Value::Null);
+    if tolerations.is_null() {
+        *tolerations = json!([]);
+    }
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in DEFAULT_NO_EXECUTE_TOLERATIONS {
+        let tolerated = list.iter().any(|t| {
+            let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (t_key == key || t_key.is_empty()) && (effect == "NoExecute" || effect.is_empty())
+        });
+        if !tolerated {
+            list.push(json!({
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            }));
         }
     }
 }

@@ -170,9 +170,42 @@ fn pod() {
                 "restartPolicy": "Always",
                 "schedulerName": "default-scheduler",
                 "securityContext": {},
-                "terminationGracePeriodSeconds": 30
+                "terminationGracePeriodSeconds": 30,
+                "tolerations": [
+                    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+                ]
             }
         }),
+    );
+}
+
+#[test]
+fn default_toleration_seconds() {
+    let base = |tolerations: Value| json!({"spec": {"containers": [], "tolerations": tolerations}});
+    let tolerations = |obj: Value| {
+        let mut obj = obj;
+        crate::defaults::apply("", "Pod", &mut obj);
+        obj["spec"]["tolerations"].clone()
+    };
+    // An own toleration of a taint (any value of tolerationSeconds) is kept; the other
+    // one is added.
+    let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+    assert_eq!(
+        tolerations(base(json!([own.clone()]))),
+        json!([own, {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}])
+    );
+    // A toleration of everything covers both.
+    let all = json!({"operator": "Exists"});
+    assert_eq!(tolerations(base(json!([all.clone()]))), json!([all]));
+    // A NoSchedule toleration does not.
+    let no_schedule = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoSchedule"});
+    assert_eq!(
+        tolerations(base(json!([no_schedule])))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
     );
 }
 

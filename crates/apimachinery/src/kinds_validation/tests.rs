@@ -1190,8 +1190,9 @@ fn pod_update() {
             &p,
             &[
                 ("/spec/containers/0/image", json!("busybox:2")),
+                // Past the end (after the admission defaults): an addition.
                 (
-                    "/spec/tolerations/1",
+                    "/spec/tolerations/99",
                     json!({"key": "k2", "operator": "Exists"}),
                 ),
                 ("/spec/activeDeadlineSeconds", json!(50)),

@@ -27,6 +27,9 @@ pub(super) enum Ext {
     PatchMergeKey(&'static str),
     /// `x-kubernetes-unions` with one union: its discriminator and (field, discriminator value) pairs.
     Union(&'static str, &'static [(&'static str, &'static str)]),
+    /// A string `default`, as upstream's `+default` markers publish for list map keys, so
+    /// server-side apply can key an item that leaves the field out.
+    Default(&'static str),
 }
 
 /// Hand-written facts; applied after [`GENERATED`], so list facts here win.
@@ -44,6 +47,9 @@ const MANUAL: &[(&str, &str, Ext)] = &[
     ("io.k8s.api.core.v1.EphemeralContainer", "ports", Ext::ListMap(&["containerPort", "protocol"])),
     ("io.k8s.api.core.v1.ServiceSpec", "ports", Ext::ListMap(&["port", "protocol"])),
     ("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", Ext::ListMap(&["topologyKey", "whenUnsatisfiable"])),
+    // Defaults of list map keys (applied ports often leave the protocol out).
+    ("io.k8s.api.core.v1.ContainerPort", "protocol", Ext::Default("TCP")),
+    ("io.k8s.api.core.v1.ServicePort", "protocol", Ext::Default("TCP")),
     // Map types on properties.
     ("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "allocatedResourceStatuses", Ext::MapType("granular")),
     ("io.k8s.api.core.v1.PersistentVolumeSpec", "claimRef", Ext::MapType("granular")),
@@ -194,6 +200,9 @@ fn set(target: &mut Map<String, Value>, ext: Ext) {
         }
         Ext::PatchMergeKey(key) => {
             target.insert("x-kubernetes-patch-merge-key".into(), key.into());
+        }
+        Ext::Default(value) => {
+            target.insert("default".into(), value.into());
         }
         Ext::Union(discriminator, fields) => {
             let by: Map<String, Value> = fields
