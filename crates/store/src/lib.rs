@@ -97,6 +97,19 @@ pub struct RangeRequest {
 /// too far behind, and ends quietly when the store shuts down.
 pub type WatchStream = BoxStream<'static, Result<Event>>;
 
+/// An item of a watch with progress notifications.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// A change under the watched prefix.
+    Event(Event),
+    /// Every change up to this revision has been delivered: none of the revisions since
+    /// the last item touched the prefix. etcd calls this a progress notification.
+    Progress(Revision),
+}
+
+/// A watch stream with progress notifications; ends like [`WatchStream`].
+pub type ProgressWatchStream = BoxStream<'static, Result<WatchItem>>;
+
 /// The storage interface the API server is written against. SQLite implements it here;
 /// an etcd backend implements the same trait.
 #[async_trait::async_trait]
@@ -128,6 +141,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Every change to keys starting with `prefix` after revision `after`, in revision
     /// order. Fails with [`Error::Compacted`] if history after `after` was compacted.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
+
+    /// Like [`Backend::watch`], and also reports progress when revisions pass that do not
+    /// touch the prefix, so a cache of the prefix knows it is current at the store's
+    /// revision (see the API server's watch cache). Without progress support a backend
+    /// yields only events, and such caches stay current only as far as their own events.
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<ProgressWatchStream> {
+        use futures::StreamExt;
+        let events = self.watch(prefix, after).await?;
+        Ok(events.map(|e| e.map(WatchItem::Event)).boxed())
+    }
 
     /// The newest revision.
     async fn current_revision(&self) -> Result<Revision>;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{Backend, Error, Event, EventKind, RangeRequest, Revision, WatchStream};
+use crate::{Backend, Error, Event, EventKind, RangeRequest, Revision, WatchItem, WatchStream};
 
 /// A failed conformance check.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,7 @@ pub async fn suite(backend: Arc<dyn Backend>) -> CheckResult {
     count_live_keys(&*backend).await?;
     future_revision(&*backend).await?;
     watch_events(&*backend).await?;
+    watch_progress(&*backend).await?;
     watch_replay_then_live(Arc::clone(&backend)).await?;
     group_commit(Arc::clone(&backend)).await?;
     compaction(&*backend).await?;
@@ -572,6 +573,58 @@ pub async fn future_revision(backend: &dyn Backend) -> CheckResult {
         C,
         matches!(res, Err(Error::FutureRevision { .. })),
         "compact in the future gave {res:?}"
+    );
+    Ok(())
+}
+
+/// A watch with progress reports revisions that pass without touching its prefix, in
+/// order with its events, both when replaying history and live.
+pub async fn watch_progress(backend: &dyn Backend) -> CheckResult {
+    const C: &str = "watch_progress";
+    let p = prefix(backend, C).await?;
+    let outside = format!("{}outside", &p[..p.len() - 1]);
+    let start = backend.current_revision().await.ctx(C, "rev")?;
+    let r1 = backend
+        .create(&outside, b("x"))
+        .await
+        .ctx(C, "create outside")?;
+    let mut stream = backend
+        .watch_with_progress(&p, start)
+        .await
+        .ctx(C, "watch_with_progress")?;
+    let mut next = async || match tokio::time::timeout(EVENT_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(item))) => Ok(item),
+        other => Err(Failure {
+            check: C,
+            detail: format!("no item: {other:?}"),
+        }),
+    };
+    // Replayed: nothing under the prefix up to r1.
+    let item = next().await?;
+    ensure!(
+        C,
+        item == WatchItem::Progress(r1),
+        "replay: {item:?}, want progress to {r1}"
+    );
+    let r2 = backend
+        .create(&format!("{p}a"), b("v"))
+        .await
+        .ctx(C, "create")?;
+    let r3 = backend
+        .update(&outside, b("y"), r1)
+        .await
+        .ctx(C, "update outside")?;
+    let item = next().await?;
+    ensure!(
+        C,
+        matches!(&item, WatchItem::Event(e) if e.revision() == r2),
+        "live: {item:?}, want the event at {r2}"
+    );
+    let item = next().await?;
+    ensure!(
+        C,
+        item == WatchItem::Progress(r3),
+        "live: {item:?}, want progress to {r3}"
     );
     Ok(())
 }

@@ -24,7 +24,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use self::read::ReadPool;
 use self::writer::{Command, EventBatch, Outcome, Request, WriteOp, Writer};
 use crate::keys::KeyRange;
-use crate::{Backend, Error, KeyValue, RangeRequest, RangeResult, Result, Revision, WatchStream};
+use crate::{
+    Backend, Error, KeyValue, ProgressWatchStream, RangeRequest, RangeResult, Result, Revision,
+    WatchItem, WatchStream,
+};
 
 /// Settings of a [`SqliteBackend`]. [`SqliteConfig::new`] gives sensible defaults.
 #[derive(Clone, Debug)]
@@ -129,6 +132,34 @@ impl std::fmt::Debug for SqliteBackend {
 }
 
 impl SqliteBackend {
+    /// Starts a watch stream; with `progress`, revisions that pass without touching the
+    /// prefix are reported.
+    fn start_watch(
+        &self,
+        prefix: &str,
+        after: Revision,
+        progress: bool,
+    ) -> Result<ProgressWatchStream> {
+        // Subscribe before anything else: see `watch::start` for why.
+        let live = self.inner.events.subscribe();
+        let compacted = self.inner.shared.compacted.load(Ordering::SeqCst);
+        if after < compacted {
+            return Err(Error::Compacted {
+                requested: after,
+                compacted,
+            });
+        }
+        Ok(watch::start(
+            Arc::clone(&self.inner.pool),
+            Arc::clone(&self.inner.shared),
+            live,
+            prefix,
+            after,
+            self.inner.config.replay_page,
+            progress,
+        ))
+    }
+
     /// Opens (or creates) the database and starts its writer thread.
     ///
     /// Only one backend may have a database open at a time (the writer keeps the revision
@@ -324,23 +355,25 @@ impl Backend for SqliteBackend {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        // Subscribe before anything else: see `watch` for why.
-        let live = self.inner.events.subscribe();
-        let compacted = self.inner.shared.compacted.load(Ordering::SeqCst);
-        if after < compacted {
-            return Err(Error::Compacted {
-                requested: after,
-                compacted,
-            });
-        }
-        Ok(watch::start(
-            Arc::clone(&self.inner.pool),
-            Arc::clone(&self.inner.shared),
-            live,
-            prefix,
-            after,
-            self.inner.config.replay_page,
-        ))
+        use futures::StreamExt;
+        let items = self.start_watch(prefix, after, false)?;
+        Ok(items
+            .filter_map(|item| async move {
+                match item {
+                    Ok(WatchItem::Event(e)) => Some(Ok(e)),
+                    Ok(WatchItem::Progress(_)) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .boxed())
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<ProgressWatchStream> {
+        self.start_watch(prefix, after, true)
     }
 
     async fn current_revision(&self) -> Result<Revision> {

@@ -19,7 +19,7 @@ use super::Shared;
 use super::read::{self, ReadPool};
 use super::writer::EventBatch;
 use crate::keys::KeyRange;
-use crate::{Event, Result, Revision, WatchStream};
+use crate::{ProgressWatchStream, Result, Revision, WatchItem};
 
 /// Where a watch stream is in its life.
 enum Phase {
@@ -42,7 +42,9 @@ struct Watch {
     /// Every change up to this revision has been queued or skipped.
     covered: Revision,
     phase: Phase,
-    queue: VecDeque<Event>,
+    queue: VecDeque<WatchItem>,
+    /// Report revisions that pass without touching the prefix.
+    progress: bool,
 }
 
 /// Starts a watch of keys under `prefix` for revisions after `after`. The caller has
@@ -55,7 +57,8 @@ pub(super) fn start(
     prefix: &str,
     after: Revision,
     page: usize,
-) -> WatchStream {
+    progress: bool,
+) -> ProgressWatchStream {
     let until = shared.current.load(Ordering::SeqCst);
     let watch = Watch {
         pool,
@@ -67,6 +70,7 @@ pub(super) fn start(
         covered: after,
         phase: Phase::Replay(until),
         queue: VecDeque::new(),
+        progress,
     };
     futures::stream::unfold(watch, |mut w| async move {
         let item = w.next().await?;
@@ -77,10 +81,10 @@ pub(super) fn start(
 
 impl Watch {
     /// The next item, or `None` when the stream ends.
-    async fn next(&mut self) -> Option<Result<Event>> {
+    async fn next(&mut self) -> Option<Result<WatchItem>> {
         loop {
-            if let Some(event) = self.queue.pop_front() {
-                return Some(Ok(event));
+            if let Some(item) = self.queue.pop_front() {
+                return Some(Ok(item));
             }
             match self.phase {
                 Phase::Done => return None,
@@ -93,8 +97,14 @@ impl Watch {
                         .await;
                     match fetched {
                         Ok(history) => {
-                            self.queue.extend(history.events);
+                            let quiet = history.events.is_empty();
+                            self.queue
+                                .extend(history.events.into_iter().map(WatchItem::Event));
+                            let before = self.covered;
                             self.covered = history.covered.max(self.covered);
+                            if self.progress && quiet && self.covered > before {
+                                self.queue.push_back(WatchItem::Progress(self.covered));
+                            }
                         }
                         Err(e) => {
                             self.phase = Phase::Done;
@@ -120,16 +130,23 @@ impl Watch {
         }
     }
 
-    /// Queues the events of a live batch that are new and under the prefix.
-    fn accept(&mut self, batch: &[Event]) {
+    /// Queues the events of a live batch that are new and under the prefix, or, when
+    /// there are none and progress is wanted, the revision the batch brought it to.
+    fn accept(&mut self, batch: &[crate::Event]) {
+        let before = self.covered;
+        let mut queued = false;
         for event in batch {
             let rev = event.revision();
             if rev > self.covered {
                 if event.kv.key.starts_with(&self.prefix) {
-                    self.queue.push_back(event.clone());
+                    self.queue.push_back(WatchItem::Event(event.clone()));
+                    queued = true;
                 }
                 self.covered = rev;
             }
+        }
+        if self.progress && !queued && self.covered > before {
+            self.queue.push_back(WatchItem::Progress(self.covered));
         }
     }
 }
