@@ -20,6 +20,25 @@ impl Identity {
             groups: vec!["system:masters".into(), "system:authenticated".into()],
         }
     }
+
+    /// The built-in controllers' identity, as upstream's kube-controller-manager. The
+    /// default policy binds it to system:kube-controller-manager and to
+    /// system:kumo-controller-manager (the union of upstream's per-controller roles).
+    pub fn controller_manager() -> Self {
+        Self {
+            user: "system:kube-controller-manager".into(),
+            groups: vec!["system:authenticated".into()],
+        }
+    }
+
+    /// The scheduler's identity, as upstream's kube-scheduler. The default policy binds it
+    /// to system:kube-scheduler and system:volume-scheduler.
+    pub fn scheduler() -> Self {
+        Self {
+            user: "system:kube-scheduler".into(),
+            groups: vec!["system:authenticated".into()],
+        }
+    }
 }
 
 /// The identity in a client certificate chain the TLS layer has already verified.

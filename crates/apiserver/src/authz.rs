@@ -1,12 +1,24 @@
-//! Authorization. Until RBAC arrives, the only authorizer is the `system:masters` group,
-//! which upstream also lets do anything: members may do everything, everyone else nothing.
+//! Authorization: every request is judged by the cluster's RBAC policy (see `rbac`), after
+//! impersonation headers have been checked and applied, as upstream's filter chain does.
+//!
+//! `system:masters` is allowed through the default binding of cluster-admin to it, like any
+//! other group; only while a cluster's default policy is being written (before bootstrap has
+//! put that binding in place) are its members allowed without looking.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use apimachinery::status::ApiError;
+use http::HeaderMap;
 
 use crate::authn::Identity;
+use crate::control_plane::ControlPlane;
 
 /// What a request wants to do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attributes {
-    /// The verb: get, list, watch, create, update, patch, delete, deletecollection.
+    /// The verb: get, list, watch, create, update, patch, delete, deletecollection, or a
+    /// special verb (impersonate, bind, escalate, approve, ...).
     pub verb: String,
     /// API group ("" for core).
     pub group: String,
@@ -22,66 +34,73 @@ pub struct Attributes {
     pub path: String,
 }
 
+impl Attributes {
+    /// True for requests about resources, false for non-resource paths.
+    pub fn is_resource_request(&self) -> bool {
+        self.path.is_empty()
+    }
+}
+
 /// An authorization decision with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// True when allowed.
     pub allowed: bool,
-    /// Why.
+    /// Why (upstream's RBAC gives a reason for allowing, and for denying only when some
+    /// binding could not be resolved).
     pub reason: String,
 }
 
-/// The group whose members may do anything.
+/// The privileged group: its members may do anything.
 pub const MASTERS: &str = "system:masters";
 
-/// What every authenticated user may do, as upstream's default discovery, public-info and
-/// basic-user roles allow: read discovery, OpenAPI, version and health, and ask about
-/// themselves.
-fn public_to_authenticated(attrs: &Attributes) -> bool {
-    if !attrs.path.is_empty() {
-        let discovery = [
-            "/api", "/apis", "/openapi", "/version", "/healthz", "/livez", "/readyz",
-        ];
-        return attrs.verb == "get"
-            && discovery
-                .iter()
-                .any(|p| attrs.path == *p || attrs.path.starts_with(&format!("{p}/")));
+/// Decides whether `identity` may do `attrs` in cluster `cp`.
+pub async fn authorize(
+    cp: &Arc<ControlPlane>,
+    identity: &Identity,
+    attrs: &Attributes,
+) -> Decision {
+    let rbac = cp.rbac();
+    rbac.start(Arc::downgrade(cp));
+    // As upstream's privileged-group authorizer, which runs before RBAC: members of
+    // system:masters are never locked out, even by deleting the cluster-admin binding.
+    if identity.groups.iter().any(|g| g == MASTERS) {
+        return Decision {
+            allowed: true,
+            reason: String::new(),
+        };
     }
-    attrs.verb == "create"
-        && matches!(
-            (attrs.group.as_str(), attrs.resource.as_str()),
-            (
-                "authorization.k8s.io",
-                "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
-            ) | ("authentication.k8s.io", "selfsubjectreviews")
-        )
+    let (allowed, reason) = rbac.snapshot().await.authorize(identity, attrs);
+    if !allowed {
+        tracing::debug!(
+            cluster = %cp.id,
+            user = %identity.user,
+            verb = %attrs.verb,
+            group = %attrs.group,
+            resource = %attrs.resource,
+            subresource = %attrs.subresource,
+            namespace = %attrs.namespace,
+            name = %attrs.name,
+            path = %attrs.path,
+            "RBAC: no rule allows the request"
+        );
+    }
+    Decision { allowed, reason }
 }
 
-/// Decides whether `identity` may do `attrs`.
-pub fn authorize(identity: &Identity, attrs: &Attributes) -> Decision {
-    if identity.groups.iter().any(|g| g == MASTERS) {
-        Decision {
-            allowed: true,
-            reason: format!("member of {MASTERS}"),
-        }
-    } else if identity.groups.iter().any(|g| g == "system:authenticated")
-        && public_to_authenticated(attrs)
-    {
-        Decision {
-            allowed: true,
-            reason: "allowed to every authenticated user".into(),
-        }
+/// The 403 for a denied request: upstream's wording, then the authorizer's reason if any.
+pub fn forbidden(identity: &Identity, attrs: &Attributes, decision: &Decision) -> ApiError {
+    let message = forbidden_message(identity, attrs);
+    if decision.reason.is_empty() {
+        ApiError::forbidden(message)
     } else {
-        Decision {
-            allowed: false,
-            reason: "no authorization policy grants this (RBAC is not enabled yet)".into(),
-        }
+        ApiError::forbidden(format!("{message}: {}", decision.reason))
     }
 }
 
 /// Upstream's wording of a denial.
 pub fn forbidden_message(identity: &Identity, attrs: &Attributes) -> String {
-    if !attrs.path.is_empty() {
+    if !attrs.is_resource_request() {
         return format!(
             "forbidden: User \"{}\" cannot {} path \"{}\"",
             identity.user, attrs.verb, attrs.path
@@ -92,20 +111,15 @@ pub fn forbidden_message(identity: &Identity, attrs: &Attributes) -> String {
     } else {
         format!("{}/{}", attrs.resource, attrs.subresource)
     };
-    let object = if attrs.name.is_empty() {
-        String::new()
-    } else {
-        format!("{} \"{}\" is forbidden: ", qualified(attrs), attrs.name)
-    };
     let scope = if attrs.namespace.is_empty() {
         "at the cluster scope".to_owned()
     } else {
         format!("in the namespace \"{}\"", attrs.namespace)
     };
-    let prefix = if object.is_empty() {
+    let prefix = if attrs.name.is_empty() {
         format!("{} is forbidden: ", qualified(attrs))
     } else {
-        object
+        format!("{} \"{}\" is forbidden: ", qualified(attrs), attrs.name)
     };
     format!(
         "{prefix}User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
@@ -121,16 +135,184 @@ fn qualified(attrs: &Attributes) -> String {
     }
 }
 
+tokio::task_local! {
+    /// The identity a request is served for, so that write rules deep in the generic verbs
+    /// (RBAC escalation checks) can judge it without threading it through every call.
+    static REQUESTER: Identity;
+}
+
+/// Runs `work` (the serving of one request) on behalf of `identity`.
+pub async fn acting_as<F: Future>(identity: Identity, work: F) -> F::Output {
+    REQUESTER.scope(identity, work).await
+}
+
+/// The identity of the request being served; `None` for the server's own work.
+pub fn requester() -> Option<Identity> {
+    REQUESTER.try_with(Identity::clone).ok()
+}
+
+/// The impersonation headers.
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+const IMPERSONATE_EXTRA: &str = "impersonate-extra-";
+
+/// Applies `Impersonate-User`, `Impersonate-Group`, `Impersonate-Uid` and
+/// `Impersonate-Extra-*` as upstream's impersonation filter: the requester needs the
+/// `impersonate` verb on each (users, groups, serviceaccounts, uids, userextras); the
+/// request then proceeds as the impersonated user (with `system:authenticated`). The headers
+/// are removed. `None` when the request impersonates no one.
+pub async fn impersonate(
+    cp: &Arc<ControlPlane>,
+    identity: &Identity,
+    headers: &mut HeaderMap,
+) -> Result<Option<Identity>, ApiError> {
+    let values = |headers: &HeaderMap, name: &str| -> Result<Vec<String>, ApiError> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::bad_request(format!("invalid {name} header: not visible ASCII"))
+                })
+            })
+            .collect()
+    };
+    let users = values(headers, IMPERSONATE_USER)?;
+    let groups = values(headers, IMPERSONATE_GROUP)?;
+    let uids = values(headers, IMPERSONATE_UID)?;
+    let extra_names: Vec<String> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(IMPERSONATE_EXTRA))
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    if users.is_empty() && groups.is_empty() && uids.is_empty() && extra_names.is_empty() {
+        return Ok(None);
+    }
+    let Some(user) = users.first().cloned() else {
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups, a uid or extra fields without impersonating a user",
+        ));
+    };
+    if users.len() > 1 || uids.len() > 1 {
+        return Err(ApiError::bad_request(
+            "only one user and one uid may be impersonated",
+        ));
+    }
+    let mut checks = Vec::new();
+    let service_account = user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    checks.push(match service_account {
+        Some((namespace, name)) => Attributes {
+            verb: "impersonate".into(),
+            resource: "serviceaccounts".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            ..Default::default()
+        },
+        None => Attributes {
+            verb: "impersonate".into(),
+            resource: "users".into(),
+            name: user.clone(),
+            ..Default::default()
+        },
+    });
+    for group in &groups {
+        checks.push(Attributes {
+            verb: "impersonate".into(),
+            resource: "groups".into(),
+            name: group.clone(),
+            ..Default::default()
+        });
+    }
+    for uid in &uids {
+        checks.push(Attributes {
+            verb: "impersonate".into(),
+            group: "authentication.k8s.io".into(),
+            resource: "uids".into(),
+            name: uid.clone(),
+            ..Default::default()
+        });
+    }
+    for header in &extra_names {
+        let key = header.trim_start_matches(IMPERSONATE_EXTRA);
+        let key = percent_decode(key);
+        for value in values(headers, header)? {
+            checks.push(Attributes {
+                verb: "impersonate".into(),
+                group: "authentication.k8s.io".into(),
+                resource: "userextras".into(),
+                subresource: key.clone(),
+                name: value,
+                ..Default::default()
+            });
+        }
+    }
+    for attrs in &checks {
+        let decision = authorize(cp, identity, attrs).await;
+        if !decision.allowed {
+            return Err(forbidden(identity, attrs, &decision));
+        }
+    }
+    for name in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(extra_names)
+    {
+        headers.remove(name.as_str());
+    }
+    let mut impersonated_groups = groups;
+    if let Some((namespace, _)) = service_account
+        && impersonated_groups.is_empty()
+    {
+        impersonated_groups = vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{namespace}"),
+        ];
+    }
+    let everyone = if user == "system:anonymous" {
+        "system:unauthenticated"
+    } else {
+        "system:authenticated"
+    };
+    if !impersonated_groups.iter().any(|g| g == everyone) {
+        impersonated_groups.push(everyone.to_owned());
+    }
+    Ok(Some(Identity {
+        user,
+        groups: impersonated_groups,
+    }))
+}
+
+/// Decodes `%XX` escapes in an `Impersonate-Extra-` key, as upstream does.
+fn percent_decode(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(b) = escaped {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_masters_are_allowed() {
-        let admin = Identity {
-            user: "admin".into(),
-            groups: vec![MASTERS.into(), "system:authenticated".into()],
-        };
+    fn denials_use_upstream_wording() {
         let alice = Identity {
             user: "alice".into(),
             groups: vec!["dev".into(), "system:authenticated".into()],
@@ -141,30 +323,32 @@ mod tests {
             namespace: "default".into(),
             ..Default::default()
         };
-        assert!(authorize(&admin, &attrs).allowed);
-        assert!(!authorize(&alice, &attrs).allowed);
-        let discovery = Attributes {
-            verb: "get".into(),
-            path: "/apis/apps/v1".into(),
-            ..Default::default()
-        };
-        assert!(authorize(&alice, &discovery).allowed);
-        let sneaky = Attributes {
-            verb: "get".into(),
-            path: "/apisx".into(),
-            ..Default::default()
-        };
-        assert!(!authorize(&alice, &sneaky).allowed);
-        let review = Attributes {
-            verb: "create".into(),
-            group: "authorization.k8s.io".into(),
-            resource: "selfsubjectaccessreviews".into(),
-            ..Default::default()
-        };
-        assert!(authorize(&alice, &review).allowed);
         assert_eq!(
             forbidden_message(&alice, &attrs),
             "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
         );
+        let named = Attributes {
+            verb: "get".into(),
+            group: "apps".into(),
+            resource: "deployments".into(),
+            subresource: "scale".into(),
+            name: "web".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            forbidden_message(&alice, &named),
+            "deployments.apps \"web\" is forbidden: User \"alice\" cannot get resource \"deployments/scale\" in API group \"apps\" at the cluster scope"
+        );
+        let path = Attributes {
+            verb: "get".into(),
+            path: "/metrics".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            forbidden_message(&alice, &path),
+            "forbidden: User \"alice\" cannot get path \"/metrics\""
+        );
+        assert_eq!(percent_decode("example.com%2Fscope"), "example.com/scope");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
     }
 }

@@ -128,6 +128,7 @@ pub struct ControlPlane {
     pub store: ObjectStore,
     registry: RwLock<Arc<Registry>>,
     caches: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::watch_cache::Cache>>>,
+    rbac: crate::rbac::Rbac,
 }
 
 impl ControlPlane {
@@ -138,7 +139,13 @@ impl ControlPlane {
             store: ObjectStore::new(backend, id),
             registry: RwLock::new(Arc::new(Registry::builtin())),
             caches: Default::default(),
+            rbac: Default::default(),
         }
+    }
+
+    /// The cluster's RBAC policy (its index starts on the first authorization).
+    pub fn rbac(&self) -> &crate::rbac::Rbac {
+        &self.rbac
     }
 
     /// The kinds served now (a snapshot; CRDs change it).

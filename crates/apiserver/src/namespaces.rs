@@ -1,15 +1,18 @@
 //! Namespace deletion: a deleted namespace turns `Terminating` (new objects are refused),
-//! everything in it is deleted, then the namespace itself goes. This is the namespace
-//! controller's job upstream; it runs here until kumo's controllers arrive, and moves there.
+//! everything in it is deleted through the normal delete path (so pods are deleted
+//! gracefully and finalizers are honoured), and once nothing is left the namespace itself
+//! goes. This is the namespace controller's job upstream; it runs beside the API server
+//! here because it needs every stored kind, including ones no client can discover yet.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use apimachinery::object::ObjectExt;
 use serde_json::{Value, json};
-use store::RangeRequest;
 
 use crate::control_plane::ControlPlane;
+use crate::query::Query;
+use crate::resource::Scope;
 
 /// The finalizer a namespace carries in `spec.finalizers` until its content is gone.
 pub const FINALIZER: &str = "kubernetes";
@@ -30,49 +33,51 @@ pub fn spawn_finalizer(cp: Arc<ControlPlane>, namespace: String) {
 }
 
 async fn finalize(cp: &ControlPlane, namespace: &str) -> Result<(), store::Error> {
-    let registry = cp.registry();
-    let mut prefixes = BTreeSet::new();
-    for kind in registry.kinds().iter().filter(|k| k.namespaced) {
-        prefixes.insert(cp.store.prefix(kind, Some(namespace)));
-    }
-    // Two passes: a create admitted just before the namespace turned Terminating (admission
-    // reads a cache) lands after the first.
-    for pass in 0..2 {
-        if pass > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let registry = cp.registry();
+        // One kind per storage prefix: several versions of a kind share their objects.
+        let mut kinds = BTreeMap::new();
+        for kind in registry
+            .kinds()
+            .iter()
+            .filter(|k| k.namespaced && k.verbs.iter().any(|v| v == "deletecollection"))
+        {
+            kinds
+                .entry(cp.store.prefix(kind, Some(namespace)))
+                .or_insert_with(|| kind.clone());
         }
-        delete_content(cp, &prefixes).await?;
-    }
-    finish(cp, &registry, namespace).await
-}
-
-async fn delete_content(
-    cp: &ControlPlane,
-    prefixes: &BTreeSet<String>,
-) -> Result<(), store::Error> {
-    for prefix in prefixes {
-        loop {
-            let page = cp
-                .store
-                .backend()
-                .range(RangeRequest {
-                    prefix: prefix.clone(),
-                    limit: 500,
-                    ..Default::default()
-                })
-                .await?;
-            for kv in &page.kvs {
-                match cp.store.backend().delete(&kv.key, None).await {
-                    Ok(_) | Err(store::Error::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if !page.more {
-                break;
+        for kind in kinds.values() {
+            let scope = Scope {
+                cp,
+                kind: kind.clone(),
+                namespace: Some(namespace.to_owned()),
+                name: None,
+                subresource: None,
+                duplicates: Vec::new(),
+                custom: registry.custom(kind),
+                manager: "namespace-controller".into(),
+            };
+            if let Err(e) = scope
+                .delete_collection(&Query::default(), &bytes::Bytes::new())
+                .await
+            {
+                tracing::debug!(cluster = %cp.id, namespace, kind = %kind.kind, error = %e.message, "deleting namespace content");
             }
         }
+        // What remains is held by finalizers or being deleted gracefully (pods whose node
+        // has not finished them yet): wait for it, as upstream's namespace controller does.
+        let mut remaining = 0;
+        for prefix in kinds.keys() {
+            remaining += cp.store.backend().count(prefix).await?;
+        }
+        if remaining == 0 {
+            return finish(cp, &registry, namespace).await;
+        }
+        tracing::debug!(cluster = %cp.id, namespace, remaining, "namespace content remaining");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
     }
-    Ok(())
 }
 
 async fn finish(

@@ -59,6 +59,9 @@ pub enum Output {
     Json,
     /// A `meta.k8s.io/v1` Table.
     Table,
+    /// Metadata only: `PartialObjectMetadata` (get, watch) or `PartialObjectMetadataList`
+    /// (list), as metadata informers (client-go's, kube-rs's `metadata_watcher`) ask.
+    Metadata,
     /// Aggregated discovery (`apidiscovery.k8s.io/v2`).
     AggregatedDiscovery,
     /// Nothing we can produce.
@@ -66,7 +69,10 @@ pub enum Output {
 }
 
 /// Chooses the response form for an `Accept` header: the first range we can serve wins.
-pub fn choose(accept: Option<&str>, table_ok: bool, discovery_ok: bool) -> Output {
+/// Tables and metadata-only forms are offered for resource requests (`resource_ok`),
+/// aggregated discovery for discovery requests.
+pub fn choose(accept: Option<&str>, resource_ok: bool, discovery_ok: bool) -> Output {
+    let table_ok = resource_ok;
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Output::Json;
     };
@@ -80,6 +86,13 @@ pub fn choose(accept: Option<&str>, table_ok: bool, discovery_ok: bool) -> Outpu
                     && range.essence == "application/json" =>
             {
                 return Output::Table;
+            }
+            (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io"))
+                if resource_ok
+                    && range.essence == "application/json"
+                    && matches!(range.param("v"), Some("v1" | "v1beta1")) =>
+            {
+                return Output::Metadata;
             }
             (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"))
                 if discovery_ok
@@ -164,6 +177,9 @@ mod tests {
             Output::Unacceptable
         );
         assert_eq!(choose(None, true, true), Output::Json);
+        let metadata = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+        assert_eq!(choose(Some(metadata), true, false), Output::Metadata);
+        assert_eq!(choose(Some(metadata), false, true), Output::Unacceptable);
         assert_eq!(choose(Some("*/*"), true, true), Output::Json);
     }
 

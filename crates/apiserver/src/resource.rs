@@ -261,6 +261,10 @@ impl Scope<'_> {
         meta.insert("creationTimestamp".into(), json!(now()));
         validation::apply_defaults(&self.kind, self.custom.as_deref(), &mut obj);
         strategy::prepare_for_create(&self.kind, &mut obj);
+        crate::rbac::escalation::admit(self.cp, &self.kind, &mut obj, None)?;
+        if self.kind.group.is_empty() && self.kind.kind == "Pod" {
+            crate::priority::admit_pod(self.cp, &mut obj).await?;
+        }
         if track {
             self.track(None, &mut obj);
         }
@@ -276,6 +280,9 @@ impl Scope<'_> {
                 set_meta(&mut obj, "name", generate_name(prefix, rand_u32));
             }
             validation::validate_create(&self.kind, self.custom.as_deref(), &obj)?;
+            if attempt == 0 {
+                crate::quota::admit_create(self.cp, &self.kind, &obj, dry_run).await?;
+            }
             if dry_run {
                 return Ok(Reply {
                     code: 201,
@@ -730,6 +737,8 @@ impl Scope<'_> {
             keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
             validation::apply_defaults(&self.kind, self.custom.as_deref(), &mut new);
             strategy::prepare_for_update(&self.kind, &mut new, current);
+            crate::rbac::escalation::admit(self.cp, &self.kind, &mut new, Some(current))
+                .map_err(Retry::Fail)?;
         }
         if track {
             self.track(Some(current), &mut new);
@@ -829,24 +838,35 @@ impl Scope<'_> {
         }
         let grace = self.grace_period(current, options);
         let terminating = current.meta_str("deletionTimestamp").is_some();
-        let forced = grace == 0 && terminating && current.finalizers().is_empty();
-        if (grace > 0 || !current.finalizers().is_empty()) && !forced {
+        // The propagation policy becomes the garbage collector's finalizers (`orphan`,
+        // `foregroundDeletion`), which hold the object until the collector has dealt with
+        // its dependents.
+        let finalizers = gc_finalizers(&current.finalizers(), options);
+        let finalizers_changed = finalizers != current.finalizers();
+        let forced = grace == 0 && terminating && finalizers.is_empty();
+        if (grace > 0 || !finalizers.is_empty()) && !forced {
             // Graceful deletion or finalizers hold the object: mark it and let the node agent
             // or the finalizers' owners finish. A later delete may only shorten the grace.
             let existing = current
                 .pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_i64);
-            if terminating && existing.is_some_and(|g| g <= grace) {
+            let shorten = !terminating || existing.is_none_or(|g| g > grace);
+            if !shorten && !finalizers_changed {
                 return Ok(Reply::ok(current.clone()));
             }
             let mut marked = current.clone();
-            let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
             let meta = metadata_mut(&mut marked);
-            meta.insert(
-                "deletionTimestamp".into(),
-                json!(apimachinery::object::format_time(deadline)),
-            );
-            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            if shorten {
+                let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(apimachinery::object::format_time(deadline)),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            if finalizers_changed {
+                meta.insert("finalizers".into(), json!(finalizers));
+            }
             if options.dry_run {
                 return Ok(Reply::ok(marked));
             }
@@ -1212,6 +1232,51 @@ struct DeleteOptions {
     resource_version: Option<String>,
     dry_run: bool,
     grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: `Orphan`, `Background` or `Foreground`.
+    propagation_policy: Option<String>,
+    /// The deprecated `orphanDependents`.
+    orphan_dependents: Option<bool>,
+}
+
+/// The garbage collector's finalizer that orphans an object's dependents.
+const FINALIZER_ORPHAN: &str = "orphan";
+/// The garbage collector's finalizer that deletes an object's dependents first.
+const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// The finalizers an object gets when deleted with `options`, as upstream's registry
+/// decides them: an explicit policy wins, then a finalizer the object already carries,
+/// then the default (Background: no finalizer).
+fn gc_finalizers(existing: &[String], options: &DeleteOptions) -> Vec<String> {
+    let from_finalizers = || {
+        existing.iter().find_map(|f| match f.as_str() {
+            FINALIZER_ORPHAN => Some("Orphan"),
+            FINALIZER_FOREGROUND => Some("Foreground"),
+            _ => None,
+        })
+    };
+    let policy = match (
+        options.orphan_dependents,
+        options.propagation_policy.as_deref(),
+    ) {
+        (Some(true), _) => Some("Orphan"),
+        (Some(false), _) => Some("Background"),
+        (None, Some(p)) => Some(p),
+        (None, None) => from_finalizers(),
+    };
+    let mut finalizers: Vec<String> = existing
+        .iter()
+        .filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND)
+        .cloned()
+        .collect();
+    match policy {
+        Some("Orphan") => finalizers.push(FINALIZER_ORPHAN.to_owned()),
+        Some("Foreground") => finalizers.push(FINALIZER_FOREGROUND.to_owned()),
+        _ => {}
+    }
+    // An unchanged set keeps its order.
+    let same =
+        finalizers.len() == existing.len() && finalizers.iter().all(|f| existing.contains(f));
+    if same { existing.to_vec() } else { finalizers }
 }
 
 impl DeleteOptions {
@@ -1226,9 +1291,22 @@ impl DeleteOptions {
                     ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
                 })?);
         }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(options);
+        options.propagation_policy = query.get("propagationPolicy").map(str::to_owned);
+        if let Some(o) = query.get("orphanDependents") {
+            options.orphan_dependents =
+                Some(o.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid orphanDependents {o:?}"))
+                })?);
         }
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            options.parse_body(body)?;
+        }
+        options.check_propagation()?;
+        Ok(options)
+    }
+
+    fn parse_body(&mut self, body: &Bytes) -> Result<(), ApiError> {
+        let options = self;
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         let map: &Map<String, Value> = v
@@ -1257,7 +1335,33 @@ impl DeleteOptions {
                 )));
             }
         }
-        match map.get("propagationPolicy").and_then(Value::as_str) {
+        if let Some(p) = map.get("propagationPolicy").and_then(Value::as_str) {
+            options.propagation_policy = Some(p.to_owned());
+        }
+        if let Some(o) = map.get("orphanDependents").filter(|o| !o.is_null()) {
+            options.orphan_dependents = Some(
+                o.as_bool()
+                    .ok_or_else(|| ApiError::bad_request("orphanDependents must be a boolean"))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Rejects an unknown policy, and a policy given together with `orphanDependents`.
+    fn check_propagation(&self) -> Result<(), ApiError> {
+        if self.orphan_dependents.is_some() && self.propagation_policy.is_some() {
+            return Err(ApiError::invalid(
+                "",
+                "DeleteOptions",
+                "",
+                vec![StatusCause::new(
+                    "FieldValueInvalid",
+                    "propagationPolicy",
+                    "Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set",
+                )],
+            ));
+        }
+        match self.propagation_policy.as_deref() {
             None | Some("Background" | "Foreground" | "Orphan") => {}
             Some(other) => {
                 return Err(ApiError::invalid(
@@ -1274,7 +1378,7 @@ impl DeleteOptions {
                 ));
             }
         }
-        Ok(options)
+        Ok(())
     }
 }
 
@@ -1304,6 +1408,72 @@ mod tests {
         );
         assert!(decode_continue("not-base64!!", "/p/").is_err());
         assert!(decode_continue(&encode_continue(0, "x"), "/p/").is_err());
+    }
+
+    #[test]
+    fn propagation_policies_become_finalizers() {
+        let check =
+            |existing: &[&str], policy: Option<&str>, orphan: Option<bool>, want: &[&str]| {
+                let existing: Vec<String> = existing.iter().map(|s| (*s).to_owned()).collect();
+                let options = DeleteOptions {
+                    propagation_policy: policy.map(str::to_owned),
+                    orphan_dependents: orphan,
+                    ..Default::default()
+                };
+                assert_eq!(
+                    gc_finalizers(&existing, &options),
+                    want,
+                    "{existing:?} {policy:?} {orphan:?}"
+                );
+            };
+        check(&[], None, None, &[]);
+        check(&[], Some("Background"), None, &[]);
+        check(&[], Some("Orphan"), None, &["orphan"]);
+        check(&[], Some("Foreground"), None, &["foregroundDeletion"]);
+        check(&[], None, Some(true), &["orphan"]);
+        check(
+            &["a"],
+            Some("Foreground"),
+            None,
+            &["a", "foregroundDeletion"],
+        );
+        // An explicit policy replaces the other garbage collector finalizer.
+        check(
+            &["orphan", "a"],
+            Some("Foreground"),
+            None,
+            &["a", "foregroundDeletion"],
+        );
+        check(&["foregroundDeletion"], Some("Background"), None, &[]);
+        // Without a policy, the finalizers already there decide.
+        check(
+            &["foregroundDeletion", "a"],
+            None,
+            None,
+            &["foregroundDeletion", "a"],
+        );
+        check(&["orphan"], None, Some(false), &[]);
+    }
+
+    #[test]
+    fn delete_options_reject_two_policies() {
+        let q = Query::parse(None);
+        let both = Bytes::from_static(br#"{"propagationPolicy":"Orphan","orphanDependents":true}"#);
+        assert_eq!(
+            DeleteOptions::parse(&q, &both).err().map(|e| e.code),
+            Some(422)
+        );
+        let bad = Bytes::from_static(br#"{"propagationPolicy":"Sideways"}"#);
+        assert_eq!(
+            DeleteOptions::parse(&q, &bad).err().map(|e| e.code),
+            Some(422)
+        );
+        let query = Query::parse(Some("propagationPolicy=Foreground"));
+        let parsed = DeleteOptions::parse(&query, &Bytes::new()).ok();
+        assert_eq!(
+            parsed.and_then(|o| o.propagation_policy).as_deref(),
+            Some("Foreground")
+        );
     }
 
     #[test]

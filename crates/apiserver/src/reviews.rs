@@ -1,12 +1,16 @@
 //! Virtual, create-only resources that answer questions instead of storing objects:
-//! access reviews, self subject reviews and token reviews.
+//! access reviews and rules reviews (answered by the cluster's RBAC policy), self subject
+//! reviews and token reviews.
+
+use std::sync::Arc;
 
 use apimachinery::kinds::KindInfo;
-use apimachinery::status::ApiError;
+use apimachinery::status::{ApiError, StatusCause};
 use serde_json::{Value, json};
 
 use crate::authn::Identity;
 use crate::authz::{self, Attributes};
+use crate::control_plane::ControlPlane;
 
 /// True for kinds served by [`answer`].
 pub fn is_review(kind: &KindInfo) -> bool {
@@ -22,25 +26,26 @@ pub fn is_review(kind: &KindInfo) -> bool {
     )
 }
 
+fn text(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
 /// The review's request attributes.
-fn attributes(spec: &Value, namespace: Option<&str>) -> Attributes {
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    if let Some(ra) = spec.get("resourceAttributes") {
+fn attributes(spec: &Value) -> Attributes {
+    if let Some(ra) = spec.get("resourceAttributes").filter(|v| !v.is_null()) {
         Attributes {
-            verb: s(ra, "verb"),
-            group: s(ra, "group"),
-            resource: s(ra, "resource"),
-            subresource: s(ra, "subresource"),
-            namespace: namespace
-                .map(str::to_owned)
-                .unwrap_or_else(|| s(ra, "namespace")),
-            name: s(ra, "name"),
+            verb: text(ra, "verb"),
+            group: text(ra, "group"),
+            resource: text(ra, "resource"),
+            subresource: text(ra, "subresource"),
+            namespace: text(ra, "namespace"),
+            name: text(ra, "name"),
             path: String::new(),
         }
-    } else if let Some(nra) = spec.get("nonResourceAttributes") {
+    } else if let Some(nra) = spec.get("nonResourceAttributes").filter(|v| !v.is_null()) {
         Attributes {
-            verb: s(nra, "verb"),
-            path: s(nra, "path"),
+            verb: text(nra, "verb"),
+            path: text(nra, "path"),
             ..Default::default()
         }
     } else {
@@ -48,8 +53,10 @@ fn attributes(spec: &Value, namespace: Option<&str>) -> Attributes {
     }
 }
 
-/// Answers a review posted by `identity`; the reply is the review with its status filled.
-pub fn answer(
+/// Answers a review posted by `identity` to cluster `cp` (in `namespace` for namespaced
+/// reviews); the reply is the review with its status filled.
+pub async fn answer(
+    cp: &Arc<ControlPlane>,
     kind: &KindInfo,
     identity: &Identity,
     namespace: Option<&str>,
@@ -62,35 +69,49 @@ pub fn answer(
     }
     review["apiVersion"] = json!(kind.api_version());
     review["kind"] = json!(kind.kind);
-    if review.get("metadata").is_none() {
+    if !review.get("metadata").is_some_and(Value::is_object) {
         review["metadata"] = json!({"creationTimestamp": null});
     }
     let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let invalid = |field: &str, message: String| {
+        ApiError::invalid(
+            &kind.group,
+            &kind.kind,
+            "",
+            vec![StatusCause::new("FieldValueInvalid", field, message)],
+        )
+    };
     let status = match kind.kind.as_str() {
         "SelfSubjectAccessReview" | "LocalSubjectAccessReview" | "SubjectAccessReview" => {
-            if spec.get("resourceAttributes").is_none()
-                && spec.get("nonResourceAttributes").is_none()
-            {
-                return Err(ApiError::invalid(
-                    &kind.group,
-                    &kind.kind,
-                    "",
-                    vec![apimachinery::status::StatusCause::new(
-                        "FieldValueRequired",
-                        "spec.resourceAttributes",
-                        "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                    )],
-                ));
+            let has = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+            match (has("resourceAttributes"), has("nonResourceAttributes")) {
+                (false, false) => {
+                    return Err(ApiError::invalid(
+                        &kind.group,
+                        &kind.kind,
+                        "",
+                        vec![StatusCause::new(
+                            "FieldValueRequired",
+                            "spec.resourceAttributes",
+                            "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                        )],
+                    ));
+                }
+                (true, true) => {
+                    return Err(invalid(
+                        "spec.nonResourceAttributes",
+                        "Invalid value: cannot be specified in combination with resourceAttributes"
+                            .into(),
+                    ));
+                }
+                _ => {}
             }
+            let mut attrs = attributes(&spec);
             let subject = if kind.kind == "SelfSubjectAccessReview" {
                 identity.clone()
             } else {
-                let user = spec
-                    .get("user")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let groups = spec
+                let user = text(&spec, "user");
+                let groups: Vec<String> = spec
                     .get("groups")
                     .and_then(Value::as_array)
                     .map(|g| {
@@ -99,26 +120,58 @@ pub fn answer(
                             .collect()
                     })
                     .unwrap_or_default();
+                if user.is_empty() && groups.is_empty() {
+                    return Err(invalid(
+                        "spec.user",
+                        "Invalid value: \"\": at least one of user or group must be specified"
+                            .into(),
+                    ));
+                }
                 Identity { user, groups }
             };
-            let decision = authz::authorize(&subject, &attributes(&spec, namespace));
-            let mut status = json!({"allowed": decision.allowed, "reason": decision.reason});
-            if !decision.allowed {
-                status["denied"] = json!(false);
+            if kind.kind == "LocalSubjectAccessReview" {
+                let ns = namespace.unwrap_or("");
+                let declared = review
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(ns)
+                    .to_owned();
+                if declared != ns {
+                    return Err(ApiError::bad_request(format!(
+                        "the namespace of the provided object does not match the namespace sent on the request: {declared} != {ns}"
+                    )));
+                }
+                review["metadata"]["namespace"] = json!(ns);
+                if !attrs.is_resource_request() {
+                    return Err(invalid(
+                        "spec.nonResourceAttributes",
+                        "Invalid value: disallowed on this kind of request".into(),
+                    ));
+                }
+                if attrs.namespace != ns {
+                    return Err(invalid(
+                        "spec.resourceAttributes.namespace",
+                        format!(
+                            "Invalid value: {:?}: must match metadata.namespace",
+                            attrs.namespace
+                        ),
+                    ));
+                }
+                attrs.namespace = ns.to_owned();
+            }
+            let decision = authz::authorize(cp, &subject, &attrs).await;
+            let mut status = json!({"allowed": decision.allowed});
+            if !decision.reason.is_empty() {
+                status["reason"] = json!(decision.reason);
             }
             status
         }
         "SelfSubjectRulesReview" => {
-            let masters = identity.groups.iter().any(|g| g == authz::MASTERS);
-            if masters {
-                json!({
-                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                    "incomplete": false,
-                })
-            } else {
-                json!({"resourceRules": [], "nonResourceRules": [], "incomplete": false})
+            let ns = text(&spec, "namespace");
+            if ns.is_empty() {
+                return Err(ApiError::bad_request("no namespace on request"));
             }
+            rules_review(cp, identity, &ns).await
         }
         "SelfSubjectReview" => {
             json!({"userInfo": {"username": identity.user, "groups": identity.groups}})
@@ -136,4 +189,50 @@ pub fn answer(
     };
     review["status"] = status;
     Ok(review)
+}
+
+/// The status of a SelfSubjectRulesReview: every rule that applies to `identity` in
+/// `namespace`, split into resource and non-resource rules.
+async fn rules_review(cp: &Arc<ControlPlane>, identity: &Identity, namespace: &str) -> Value {
+    let rbac = cp.rbac();
+    rbac.start(Arc::downgrade(cp));
+    let (rules, errors) =
+        if !rbac.enforcing() && identity.groups.iter().any(|g| g == authz::MASTERS) {
+            let everything = vec![
+                crate::rbac::PolicyRule::resource(&["*"], &["*"], &["*"]),
+                crate::rbac::PolicyRule::urls(&["*"], &["*"]),
+            ];
+            (everything, Vec::new())
+        } else {
+            rbac.snapshot().await.rules_for(identity, namespace)
+        };
+    let mut resource_rules = Vec::new();
+    let mut non_resource_rules = Vec::new();
+    for rule in rules {
+        if rule.non_resource_urls.is_empty() {
+            let mut out = json!({
+                "verbs": rule.verbs,
+                "apiGroups": rule.api_groups,
+                "resources": rule.resources,
+            });
+            if !rule.resource_names.is_empty() {
+                out["resourceNames"] = json!(rule.resource_names);
+            }
+            resource_rules.push(out);
+        } else {
+            non_resource_rules.push(json!({
+                "verbs": rule.verbs,
+                "nonResourceURLs": rule.non_resource_urls,
+            }));
+        }
+    }
+    let mut status = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": !errors.is_empty(),
+    });
+    if !errors.is_empty() {
+        status["evaluationError"] = json!(errors.join(", "));
+    }
+    status
 }

@@ -30,6 +30,10 @@ use crate::watch;
 /// Response body type: whole documents and watch streams alike.
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// Namespaces every cluster has from the start.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
 /// Largest accepted request body, as upstream's 3 MiB limit.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
@@ -57,6 +61,56 @@ impl ApiServer {
             .entry(id.to_owned())
             .or_insert_with(|| Arc::new(ControlPlane::new(id, self.backend.clone())))
             .clone()
+    }
+
+    /// Creates what every cluster has from the start (the system namespaces, the system
+    /// priority classes and the default RBAC policy) through the normal request pipeline;
+    /// existing namespaces and classes are left alone, the default policy is reconciled.
+    pub async fn bootstrap(&self, cluster: &str) -> Result<(), ApiError> {
+        let prefix = if cluster == request::DEFAULT_CLUSTER {
+            String::new()
+        } else {
+            format!("/clusters/{cluster}")
+        };
+        let namespaces = SYSTEM_NAMESPACES.iter().map(|ns| {
+            (
+                format!("{prefix}/api/v1/namespaces"),
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+        });
+        let classes = crate::priority::system_class_objects()
+            .into_iter()
+            .map(|class| {
+                (
+                    format!("{prefix}/apis/scheduling.k8s.io/v1/priorityclasses"),
+                    class,
+                )
+            });
+        for (path, body) in namespaces.chain(classes).collect::<Vec<_>>() {
+            let req = Request::post(&path)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let resp = self.handle(req, Some(Identity::loopback())).await;
+            let code = resp.status().as_u16();
+            if code != 201 && code != 409 {
+                let body = BodyExt::collect(resp.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                return Err(ApiError::internal(format!(
+                    "bootstrap: POST {path}: {code} {}",
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+        }
+        // The default RBAC policy; once it is in place (each write waits until the
+        // authorizer sees it), system:masters is allowed only through its binding.
+        crate::rbac::bootstrap::reconcile(self, &prefix).await?;
+        if let Some(cp) = self.cluster(cluster) {
+            cp.rbac().enforce();
+        }
+        Ok(())
     }
 
     /// Loads every cluster's CRDs from the store, so their kinds are served after a restart.
@@ -150,11 +204,13 @@ impl ApiServer {
             &query,
             req.uri().path().strip_prefix(&target.prefix).unwrap_or("/"),
         );
-        let decision = authz::authorize(identity, &attrs);
+        // Impersonation headers are checked and applied first, as upstream's filter chain.
+        let mut req = req;
+        let impersonated = authz::impersonate(&cp, identity, req.headers_mut()).await?;
+        let identity = impersonated.as_ref().unwrap_or(identity);
+        let decision = authz::authorize(&cp, identity, &attrs).await;
         if !decision.allowed {
-            return Err(ApiError::forbidden(authz::forbidden_message(
-                identity, &attrs,
-            )));
+            return Err(authz::forbidden(identity, &attrs, &decision));
         }
         if method != Method::GET && !matches!(target.route, Route::Resource(_)) {
             return Err(ApiError::method_not_allowed(format!(
@@ -198,8 +254,14 @@ impl ApiServer {
             }
             Route::OpenApiV2 => crate::openapi::v2(&cp, req.headers()),
             Route::Resource(path) => {
-                self.resource(&cp, req, identity, path, query, accept.as_deref())
-                    .await
+                let rbac_write = path.group == crate::rbac::GROUP && method != Method::GET;
+                let serving = self.resource(&cp, req, identity, path, query, accept.as_deref());
+                let response = authz::acting_as(identity.clone(), serving).await?;
+                if rbac_write {
+                    // The writer may use what it granted as soon as it has the answer.
+                    return Ok(crate::rbac::settle(&cp, response).await);
+                }
+                Ok(response)
             }
         }
     }
@@ -280,7 +342,8 @@ impl ApiServer {
                 )));
             }
             let review = decode_body(&body, content_type.as_deref())?;
-            let answer = reviews::answer(&kind, identity, path.namespace.as_deref(), review)?;
+            let answer =
+                reviews::answer(cp, &kind, identity, path.namespace.as_deref(), review).await?;
             return Ok(json_response(201, &answer, &[]));
         }
         let binding_request = (kind.group.is_empty() && kind.kind == "Binding")
@@ -293,7 +356,21 @@ impl ApiServer {
             let reply = scope.bind(&query, binding).await?;
             return Ok(json_response(reply.code, &reply.body, &reply.warnings));
         }
+        if path.subresource.as_deref() == Some("eviction")
+            && kind.group.is_empty()
+            && kind.kind == "Pod"
+        {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed(
+                    "evictions only support create",
+                ));
+            }
+            let eviction = decode_body(&body, content_type.as_deref())?;
+            let reply = crate::eviction::evict(&scope, &query, eviction).await?;
+            return Ok(json_response(reply.code, &reply.body, &reply.warnings));
+        }
         let table = output == Output::Table;
+        let metadata_only = output == Output::Metadata;
         let include = match query.get("includeObject") {
             None => IncludeObject::Metadata,
             Some(v) => IncludeObject::from_param(v)
@@ -342,6 +419,9 @@ impl ApiServer {
         let reply = match (method, path.name.is_some()) {
             (Method::GET, true) => {
                 let obj = present(scope.get().await?);
+                if metadata_only {
+                    return Ok(json_response(200, &partial_object_metadata(&obj), &[]));
+                }
                 if table {
                     let rv = obj
                         .get("metadata")
@@ -388,6 +468,8 @@ impl ApiServer {
                             &opts,
                         )
                     })
+                } else if metadata_only {
+                    Box::new(move |obj, _| partial_object_metadata(&present(obj.clone())))
                 } else {
                     Box::new(move |obj, _| present(obj.clone()))
                 };
@@ -397,6 +479,16 @@ impl ApiServer {
             (Method::GET, false) => {
                 let (items, meta) = scope.list(&query).await?;
                 let items: Vec<Value> = items.into_iter().map(&present).collect();
+                if metadata_only {
+                    let items: Vec<Value> = items.iter().map(partial_object_metadata).collect();
+                    let list = serde_json::json!({
+                        "kind": "PartialObjectMetadataList",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": meta,
+                        "items": items,
+                    });
+                    return Ok(json_response(200, &list, &[]));
+                }
                 if table {
                     let opts = TableOptions {
                         include_object: include,
@@ -581,6 +673,15 @@ fn verb_allowed(kind: &KindInfo, method: &Method, named: bool, sub: Option<&str>
                 || (verb == "list" && kind.verbs.iter().any(|v| v == "watch"))
         }
     }
+}
+
+/// An object's metadata alone, as a `meta.k8s.io/v1` PartialObjectMetadata.
+fn partial_object_metadata(obj: &Value) -> Value {
+    serde_json::json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+    })
 }
 
 fn render_table(

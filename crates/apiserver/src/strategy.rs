@@ -42,7 +42,9 @@ fn tracks_generation(kind: &KindInfo) -> bool {
 /// Prepares a new object: status starts empty for kinds with a status subresource
 /// (pods start Pending), generation starts at 1.
 pub fn prepare_for_create(kind: &KindInfo, obj: &mut Value) {
-    if kind.has_status() {
+    // Nodes are the exception upstream: a registering node sets its status on create.
+    let keeps_status = kind.group.is_empty() && kind.kind == "Node";
+    if kind.has_status() && !keeps_status {
         if let Some(map) = obj.as_object_mut() {
             map.remove("status");
         }
@@ -102,9 +104,24 @@ fn generate_job_selector(obj: &mut Value) {
     }
 }
 
-/// Everything but metadata and status: what a generation bump compares.
+/// Everything but metadata and status: what a generation bump compares. Nulls are
+/// dropped: upstream compares decoded objects, where `null` and an absent field are the
+/// same (typed clients omit what kubectl sends as null, e.g. a template's
+/// `creationTimestamp`).
 fn spec_part(obj: &Value) -> Value {
-    let mut v = obj.clone();
+    fn without_nulls(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut v = without_nulls(obj);
     if let Some(map) = v.as_object_mut() {
         map.remove("metadata");
         map.remove("status");
@@ -178,6 +195,15 @@ mod tests {
 
     fn kind(k: &str) -> KindInfo {
         builtin().into_iter().find(|i| i.kind == k).expect("kind")
+    }
+
+    #[test]
+    fn generation_ignores_null_versus_absent() {
+        let kind = kind("Deployment");
+        let old = json!({"metadata": {"name": "d", "generation": 4}, "spec": {"template": {"metadata": {"creationTimestamp": null}}}});
+        let mut new = json!({"metadata": {"name": "d"}, "spec": {"template": {"metadata": {}}}});
+        prepare_for_update(&kind, &mut new, &old);
+        assert_eq!(new["metadata"]["generation"], 4);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
-use store::{Backend, Event, EventKind, RangeRequest, Revision, WatchStream};
+use store::{Backend, Event, EventKind, RangeRequest, Revision, WatchItem, WatchStream};
 use tokio::sync::{Notify, broadcast};
 
 use crate::storage::decode;
@@ -24,10 +24,13 @@ const CATCH_UP: Duration = Duration::from_secs(3);
 struct State {
     /// Current objects by key.
     objects: BTreeMap<String, Value>,
-    /// The revision the objects are at.
+    /// The revision the objects are at: the last event's, or later when the store
+    /// reported progress (revisions that did not touch this collection).
     revision: Revision,
     /// Recent events, oldest first.
     window: VecDeque<Event>,
+    /// The window holds every event after this revision.
+    window_start: Revision,
     /// False until the initial list is loaded, and again after the feed failed.
     ready: bool,
 }
@@ -48,6 +51,7 @@ impl Cache {
                 objects: BTreeMap::new(),
                 revision: 0,
                 window: VecDeque::new(),
+                window_start: 0,
                 ready: false,
             }),
             progressed: Notify::new(),
@@ -98,17 +102,27 @@ impl Cache {
             }
         }
         let revision = revision.unwrap_or(0);
-        let mut feed = backend.watch(prefix, revision).await?;
+        // Progress notifications keep the cache's revision current while other
+        // collections are written, so a consistent LIST never waits on a quiet collection.
+        let mut feed = backend.watch_with_progress(prefix, revision).await?;
         {
             let mut state = self.lock();
             state.objects = objects;
             state.revision = revision;
             state.window.clear();
+            state.window_start = revision;
             state.ready = true;
         }
         self.progressed.notify_waiters();
-        while let Some(event) = feed.next().await {
-            let event = event?;
+        while let Some(item) = feed.next().await {
+            let event = match item? {
+                WatchItem::Event(event) => event,
+                WatchItem::Progress(revision) => {
+                    self.lock().revision = revision;
+                    self.progressed.notify_waiters();
+                    continue;
+                }
+            };
             let mut state = self.lock();
             match event.kind {
                 EventKind::Put => {
@@ -121,8 +135,10 @@ impl Cache {
                 }
             }
             state.revision = event.revision();
-            if state.window.len() == WINDOW {
-                state.window.pop_front();
+            if state.window.len() == WINDOW
+                && let Some(oldest) = state.window.pop_front()
+            {
+                state.window_start = oldest.revision();
             }
             state.window.push_back(event.clone());
             // Sent under the lock, so a watcher that copies the window and subscribes under
@@ -199,11 +215,7 @@ impl Cache {
             return None;
         }
         let state = self.lock();
-        let oldest_known = state
-            .window
-            .front()
-            .map_or(state.revision, |e| e.revision() - 1);
-        if after < oldest_known {
+        if after < state.window_start {
             return None;
         }
         let backlog: Vec<Event> = state
