@@ -131,6 +131,24 @@ impl Kumo {
         self.data_dir().join("admin.kubeconfig")
     }
 
+    /// A kubeconfig for `user` in `groups` (at most one: see `pki::issue_client`), with a
+    /// client certificate signed by the cluster CA in `DIR/pki`.
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> anyhow::Result<PathBuf> {
+        let pki = self.data_dir().join("pki");
+        let ca = apiserver::pki::CertKey {
+            cert_pem: std::fs::read_to_string(pki.join("ca.crt"))?,
+            key_pem: std::fs::read_to_string(pki.join("ca.key"))?,
+        };
+        let client = apiserver::pki::issue_client(&ca, user, groups)?;
+        let config = apiserver::pki::kubeconfig("kumo", &self.url, &ca.cert_pem, user, &client);
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.kubeconfig", user.replace(':', "_")));
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -243,9 +261,67 @@ impl Kumo {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Starts `kumo hollow-nodes --kubeconfig <admin> ARGS…` and waits until the nodes it
+    /// registers are Ready. The nodes stop renewing their Leases when the guard is dropped.
+    pub fn hollow_nodes(&self, args: &[&str]) -> anyhow::Result<HollowNodes> {
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("hollow-{}.log", rand::random::<u32>()));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(kumo_bin())
+            .arg("hollow-nodes")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting kumo hollow-nodes")?;
+        let mut nodes = HollowNodes { child, log_path };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = nodes.child.try_wait()? {
+                bail!("kumo hollow-nodes exited with {status}: {}", nodes.log());
+            }
+            if nodes.log().contains("hollow nodes registered") {
+                return Ok(nodes);
+            }
+            if Instant::now() > deadline {
+                bail!("hollow nodes did not register: {}", nodes.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A kube-rs client for the admin user.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         client_for(&self.kubeconfig()).await
+    }
+}
+
+/// Running hollow nodes (`kumo hollow-nodes`); dropping this stops them (SIGKILL), after
+/// which they no longer renew their Leases.
+pub struct HollowNodes {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl HollowNodes {
+    /// What the hollow nodes logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for HollowNodes {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

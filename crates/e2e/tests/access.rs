@@ -1,6 +1,7 @@
-//! Authentication and the interim authorizer: no certificate → 401, a certificate outside
-//! `system:masters` → 403, the admin may do anything; `kubectl auth` reviews answer
-//! without storing anything.
+//! Authentication and authorization: no certificate → 401, a user nothing is bound to
+//! → 403 (RBAC grants only discovery and self-reviews to every authenticated user), the
+//! admin (`system:masters`, bound to cluster-admin) may do anything; `kubectl auth` reviews
+//! answer without storing anything.
 
 use e2e::Kumo;
 
@@ -32,7 +33,7 @@ fn unauthenticated_requests_get_401() -> anyhow::Result<()> {
 }
 
 #[test]
-fn users_outside_masters_are_forbidden_and_reviews_tell_them() -> anyhow::Result<()> {
+fn users_without_bindings_are_forbidden_and_reviews_tell_them() -> anyhow::Result<()> {
     let kumo = Kumo::start()?;
     // A client certificate for alice (group dev), signed by the cluster CA.
     let pki = kumo.data_dir().join("pki");

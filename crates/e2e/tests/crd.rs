@@ -202,3 +202,99 @@ fn custom_resources_end_to_end() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+const MULTI_VERSION_CLUSTER_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: regions.geo.example.com
+spec:
+  group: geo.example.com
+  scope: Cluster
+  names: {plural: regions, singular: region, kind: Region}
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, properties: {zone: {type: string}}}
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, properties: {zone: {type: string}, capacity: {type: integer, default: 3}}}
+  conversion: {strategy: None}
+"#;
+
+/// A cluster-scoped CRD served in two versions with conversion `None`: objects are served
+/// in either version (only apiVersion differs), have no namespace, and each version is
+/// validated by its own schema.
+#[test]
+fn cluster_scoped_crd_in_two_versions() -> anyhow::Result<()> {
+    let kumo = Kumo::start_with(&["--no-control-loops"])?;
+    let dir = tempfile::tempdir()?;
+    kumo.kubectl(&[
+        "apply",
+        "-f",
+        &write(dir.path(), "crd.yaml", MULTI_VERSION_CLUSTER_CRD),
+    ])?;
+    assert!(eventually(Duration::from_secs(10), || {
+        kumo.kubectl(&["get", "regions"]).is_ok()
+    }));
+    kumo.kubectl(&[
+        "apply",
+        "-f",
+        &write(
+            dir.path(),
+            "r.yaml",
+            "apiVersion: geo.example.com/v1beta1\nkind: Region\nmetadata: {name: north}\nspec: {zone: n1}\n",
+        ),
+    ])?;
+    // Stored in v1 (defaulted by v1's schema), served in both versions.
+    let v1 = kumo.kubectl(&["get", "--raw", "/apis/geo.example.com/v1/regions/north"])?;
+    let v1: serde_json::Value = serde_json::from_str(&v1)?;
+    assert_eq!(v1["apiVersion"], "geo.example.com/v1");
+    assert_eq!(v1["spec"]["zone"], "n1");
+    assert!(v1["metadata"].get("namespace").is_none(), "{v1}");
+    let beta = kumo.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/geo.example.com/v1beta1/regions/north",
+    ])?;
+    let beta: serde_json::Value = serde_json::from_str(&beta)?;
+    assert_eq!(beta["apiVersion"], "geo.example.com/v1beta1");
+    assert_eq!(beta["metadata"]["uid"], v1["metadata"]["uid"]);
+    // Cluster-scoped: no namespaced path.
+    let namespaced = kumo.kubectl_fails(&[
+        "get",
+        "--raw",
+        "/apis/geo.example.com/v1/namespaces/default/regions/north",
+    ])?;
+    assert!(
+        namespaced.contains("NotFound") || namespaced.contains("not found"),
+        "{namespaced}"
+    );
+    // Each version validates with its own schema.
+    let bad = kumo.kubectl_fails(&[
+        "apply",
+        "-f",
+        &write(
+            dir.path(),
+            "bad.yaml",
+            "apiVersion: geo.example.com/v1\nkind: Region\nmetadata: {name: south}\nspec: {capacity: lots}\n",
+        ),
+    ])?;
+    assert!(bad.contains("spec.capacity"), "{bad}");
+    // Discovery lists both versions, v1 preferred.
+    let group = kumo.kubectl(&["get", "--raw", "/apis/geo.example.com"])?;
+    let group: serde_json::Value = serde_json::from_str(&group)?;
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    assert_eq!(group["versions"].as_array().map(Vec::len), Some(2));
+    Ok(())
+}

@@ -97,3 +97,73 @@ fn invalid_specs_get_422_with_field_paths() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Priority admission: classes resolve to spec.priority, the global default applies to
+/// pods without a class, unknown classes and hand-set priorities are refused.
+#[test]
+fn priority_classes_resolve_at_admission() -> anyhow::Result<()> {
+    let kumo = e2e::Kumo::start_with(&["--no-control-loops"])?;
+    let classes = kumo.kubectl(&["get", "priorityclasses", "-o", "name"])?;
+    assert!(
+        classes.contains("system-node-critical") && classes.contains("system-cluster-critical"),
+        "{classes}"
+    );
+    kumo.kubectl(&["run", "plain", "--image=busybox"])?;
+    let plain = kumo.kubectl(&[
+        "get",
+        "pod",
+        "plain",
+        "-o",
+        "jsonpath={.spec.priority} {.spec.preemptionPolicy}",
+    ])?;
+    assert_eq!(plain, "0 PreemptLowerPriority");
+    kumo.kubectl(&[
+        "run",
+        "critical",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec":{"priorityClassName":"system-cluster-critical"}}"#,
+    ])?;
+    let critical = kumo.kubectl(&["get", "pod", "critical", "-o", "jsonpath={.spec.priority}"])?;
+    assert_eq!(critical, "2000000000");
+    let unknown = kumo.kubectl_fails(&[
+        "run",
+        "unknown",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec":{"priorityClassName":"nope"}}"#,
+    ])?;
+    assert!(
+        unknown.contains("no PriorityClass with name nope was found"),
+        "{unknown}"
+    );
+    kumo.kubectl(&[
+        "create",
+        "priorityclass",
+        "batch",
+        "--value=100",
+        "--global-default",
+        "--preemption-policy=Never",
+    ])?;
+    kumo.kubectl(&["run", "defaulted", "--image=busybox"])?;
+    let defaulted = kumo.kubectl(&[
+        "get",
+        "pod",
+        "defaulted",
+        "-o",
+        "jsonpath={.spec.priority} {.spec.priorityClassName} {.spec.preemptionPolicy}",
+    ])?;
+    assert_eq!(defaulted, "100 batch Never");
+    let forced = kumo.kubectl_fails(&[
+        "run",
+        "forced",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec":{"priority":7}}"#,
+    ])?;
+    assert!(
+        forced.contains("must not be provided in pod spec"),
+        "{forced}"
+    );
+    Ok(())
+}

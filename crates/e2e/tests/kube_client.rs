@@ -86,7 +86,8 @@ async fn stale_update_is_a_conflict() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_restart_without_gaps_or_repeats() -> anyhow::Result<()> {
-    let mut kumo = Kumo::start()?;
+    // API semantics only: the control loops' own writes would interleave with the events.
+    let mut kumo = Kumo::start_with(&["--no-control-loops"])?;
     let cms: Api<ConfigMap> = Api::namespaced(kumo.client().await?, "default");
     for i in 0..3 {
         cms.create(
@@ -144,6 +145,7 @@ async fn watch_resumes_after_restart_without_gaps_or_repeats() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_compacted_revision_is_gone() -> anyhow::Result<()> {
     let kumo = Kumo::start_with(&[
+        "--no-control-loops",
         "--compaction-retention-seconds",
         "1",
         "--compaction-interval-seconds",
@@ -226,8 +228,20 @@ async fn two_clusters_share_a_datastore_but_not_data() -> anyhow::Result<()> {
         .items
         .into_iter()
         .filter_map(|c| c.metadata.name)
+        .filter(|n| n != "kube-root-ca.crt")
         .collect();
     assert_eq!(root_names, ["same-name"]);
+    // Each cluster runs its own control loops, leader-elected in its own kube-system.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(team.clone(), "kube-system");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while leases.get_opt("kube-controller-manager").await?.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "team-a's controllers never elected a leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let team_ns: Api<Namespace> = Api::all(team.clone());
     team_ns
@@ -267,7 +281,8 @@ async fn two_clusters_share_a_datastore_but_not_data() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paginated_lists_are_complete_and_consistent() -> anyhow::Result<()> {
-    let kumo = Kumo::start()?;
+    // Exact page contents: no control loops adding their own ConfigMaps.
+    let kumo = Kumo::start_with(&["--no-control-loops"])?;
     let cms: Api<ConfigMap> = Api::namespaced(kumo.client().await?, "default");
     for i in 0..7 {
         cms.create(
@@ -302,5 +317,46 @@ async fn paginated_lists_are_complete_and_consistent() -> anyhow::Result<()> {
     // kubectl follows continue tokens too.
     let out = kumo.kubectl(&["get", "configmaps", "--chunk-size=2", "-o", "name"])?;
     assert_eq!(out.lines().count(), 7 + 3, "{out}");
+    Ok(())
+}
+
+/// Metadata-only reads, as metadata informers use them (kube-rs `metadata_watcher`,
+/// client-go's metadata informers, and kube-runtime's `Controller::owns`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_get_list_and_watch() -> anyhow::Result<()> {
+    let kumo = Kumo::start_with(&["--no-control-loops"])?;
+    let cms: Api<ConfigMap> = Api::namespaced(kumo.client().await?, "default");
+    cms.create(&PostParams::default(), &configmap("meta-a", "secret-ish"))
+        .await?;
+    let one = cms.get_metadata("meta-a").await?;
+    assert_eq!(one.metadata.name.as_deref(), Some("meta-a"));
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    let list = cms.list_metadata(&ListParams::default()).await?;
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.resource_version.is_some());
+    let raw = kumo.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/meta-a",
+    ])?;
+    assert!(raw.contains("secret-ish"), "plain GET still returns data");
+
+    let rv = list.metadata.resource_version.unwrap_or_default();
+    let mut stream = cms
+        .watch_metadata(&WatchParams::default(), &rv)
+        .await?
+        .boxed();
+    cms.create(&PostParams::default(), &configmap("meta-b", "x"))
+        .await?;
+    let event = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("watch ended"))?;
+    match event {
+        WatchEvent::Added(obj) => assert_eq!(obj.metadata.name.as_deref(), Some("meta-b")),
+        other => panic!("unexpected event {other:?}"),
+    }
     Ok(())
 }

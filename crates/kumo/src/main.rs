@@ -1,6 +1,8 @@
 //! The kumo binary: parses flags, picks implementations and wires the crates together.
 
+mod hollow_nodes;
 mod server;
+mod signal;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,9 @@ struct Cli {
 enum Command {
     /// Run the control plane: the Kubernetes API server on an embedded SQLite store.
     Server(server::ServerArgs),
+    /// Run simulated nodes that renew their Leases and report bound pods Running (for
+    /// tests and benchmarks of the control plane).
+    HollowNodes(hollow_nodes::HollowNodesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Server(args) => runtime.block_on(server::run(args)),
+        Command::HollowNodes(args) => runtime.block_on(hollow_nodes::run(args)),
     }
 }

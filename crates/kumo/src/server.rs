@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apiserver::authn::Identity;
 use apiserver::pki::{self, Pki};
-use apiserver::{ApiServer, serve};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use apiserver::{ApiServer, local, serve};
 use store::{Backend, SqliteBackend, SqliteConfig};
 
 /// Flags of `kumo server`.
@@ -37,10 +35,10 @@ pub struct ServerArgs {
     /// How often the compaction policy runs, in seconds.
     #[arg(long, default_value_t = 60)]
     pub compaction_interval_seconds: u64,
+    /// Serve the API only: no controllers and no scheduler (for tests of the API alone).
+    #[arg(long)]
+    pub no_control_loops: bool,
 }
-
-/// Namespaces every cluster has from the start.
-const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Runs the server until a shutdown signal.
 pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
@@ -77,7 +75,8 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let base_url = format!("https://{}", client_address(local));
 
-    bootstrap(&server, "").await?;
+    let mut clusters = vec![apiserver::request::DEFAULT_CLUSTER.to_owned()];
+    bootstrap(&server, apiserver::request::DEFAULT_CLUSTER).await?;
     write_kubeconfig(
         &args.data_dir.join("admin.kubeconfig"),
         "kumo",
@@ -92,7 +91,8 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
         );
         server.add_cluster(id);
         let prefix = format!("/clusters/{id}");
-        bootstrap(&server, &prefix).await?;
+        bootstrap(&server, id).await?;
+        clusters.push(id.clone());
         let dir = args.data_dir.join("clusters").join(id);
         std::fs::create_dir_all(&dir)?;
         write_kubeconfig(
@@ -106,13 +106,19 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
         .load_custom_kinds()
         .await
         .map_err(|e| anyhow::anyhow!("loading CRDs: {}", e.message))?;
+    if !args.no_control_loops {
+        let holder = server_id(&args.data_dir)?;
+        for cluster in &clusters {
+            spawn_control_loops(&server, cluster, &holder, &pki.ca.cert_pem);
+        }
+    }
     tracing::info!(listen = %local, "kumo API server ready");
     println!(
         "kubeconfig: {}",
         args.data_dir.join("admin.kubeconfig").display()
     );
 
-    serve::serve(server, listener, tls, shutdown_signal()).await;
+    serve::serve(server, listener, tls, crate::signal::shutdown()).await;
     tracing::info!("shutting down");
     Ok(())
 }
@@ -166,40 +172,45 @@ fn write_kubeconfig(path: &Path, name: &str, url: &str, pki: &Pki) -> anyhow::Re
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Creates the system namespaces through the normal request pipeline.
-async fn bootstrap(server: &ApiServer, prefix: &str) -> anyhow::Result<()> {
-    for ns in SYSTEM_NAMESPACES {
-        let body =
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let req = http::Request::post(format!("{prefix}/api/v1/namespaces"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))?;
-        let resp = server.handle(req, Some(Identity::loopback())).await;
-        let code = resp.status().as_u16();
-        if code != 201 && code != 409 {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            anyhow::bail!(
-                "creating namespace {ns}: {code} {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-    }
-    Ok(())
+async fn bootstrap(server: &ApiServer, cluster: &str) -> anyhow::Result<()> {
+    server
+        .bootstrap(cluster)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrapping cluster {cluster}: {}", e.message))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// This server's identity as a leader-election candidate: random on first start, then kept
+/// in DIR/server-id so that a restarted server resumes its own leases at once.
+fn server_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("server-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
     }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id = format!("{}_{}", host.trim(), uuid::Uuid::new_v4());
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// Starts the cluster's controllers and scheduler, each while it holds its Lease, over
+/// in-process clients with their own identities.
+fn spawn_control_loops(server: &Arc<ApiServer>, cluster: &str, holder: &str, ca_pem: &str) {
+    use controllers::leader::{LeaseLock, run_as_leader};
+    let client = local::client(server.clone(), cluster, Identity::controller_manager());
+    let ctx = controllers::Context {
+        client: client.clone(),
+        cluster: Arc::from(cluster),
+        root_ca_pem: Arc::from(ca_pem),
+    };
+    let lock = LeaseLock::new("kube-controller-manager", holder);
+    tokio::spawn(run_as_leader(client, lock, move || {
+        controllers::run(ctx.clone())
+    }));
+    let client = local::client(server.clone(), cluster, Identity::scheduler());
+    let lock = LeaseLock::new("kube-scheduler", holder);
+    tokio::spawn(run_as_leader(client.clone(), lock, move || {
+        scheduler::run(client.clone())
+    }));
 }
