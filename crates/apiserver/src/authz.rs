@@ -70,6 +70,15 @@ pub async fn authorize(
             reason: String::new(),
         };
     }
+    // The Node authorizer, before RBAC as upstream orders them.
+    if let Some(node) = crate::node_authorizer::node_name(identity)
+        && crate::node_authorizer::allows(cp, node, attrs).await
+    {
+        return Decision {
+            allowed: true,
+            reason: String::new(),
+        };
+    }
     let (allowed, reason) = rbac.snapshot().await.authorize(identity, attrs);
     if !allowed {
         tracing::debug!(
@@ -235,10 +244,12 @@ pub async fn impersonate(
             ..Default::default()
         });
     }
+    let mut extra: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for header in &extra_names {
         let key = header.trim_start_matches(IMPERSONATE_EXTRA);
         let key = percent_decode(key);
         for value in values(headers, header)? {
+            extra.entry(key.clone()).or_default().push(value.clone());
             checks.push(Attributes {
                 verb: "impersonate".into(),
                 group: "authentication.k8s.io".into(),
@@ -281,7 +292,9 @@ pub async fn impersonate(
     }
     Ok(Some(Identity {
         user,
+        uid: uids.into_iter().next().unwrap_or_default(),
         groups: impersonated_groups,
+        extra,
     }))
 }
 
@@ -316,6 +329,7 @@ mod tests {
         let alice = Identity {
             user: "alice".into(),
             groups: vec!["dev".into(), "system:authenticated".into()],
+            ..Default::default()
         };
         let attrs = Attributes {
             verb: "list".into(),

@@ -129,13 +129,29 @@ pub struct ControlPlane {
     registry: RwLock<Arc<Registry>>,
     caches: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::watch_cache::Cache>>>,
     rbac: crate::rbac::Rbac,
+    tokens: crate::authn::service_account::TokenAuthority,
+    /// The CA that clients verify the server with (PEM), handed to pods.
+    ca_pem: RwLock<Option<String>>,
+    services: crate::service_alloc::Allocators,
 }
 
 impl ControlPlane {
     /// A control plane for `id` on `backend`, serving the built-in kinds.
     pub fn new(id: &str, backend: Arc<dyn Backend>) -> Self {
+        Self::with_service_network(id, backend, Default::default())
+    }
+
+    /// A control plane whose Services get their addresses from `network`.
+    pub fn with_service_network(
+        id: &str,
+        backend: Arc<dyn Backend>,
+        network: crate::service_alloc::ServiceNetwork,
+    ) -> Self {
         Self {
             id: id.to_owned(),
+            services: crate::service_alloc::Allocators::new(backend.clone(), id, network),
+            tokens: crate::authn::service_account::TokenAuthority::new(backend.clone(), id),
+            ca_pem: RwLock::new(None),
             store: ObjectStore::new(backend, id),
             registry: RwLock::new(Arc::new(Registry::builtin())),
             caches: Default::default(),
@@ -143,9 +159,32 @@ impl ControlPlane {
         }
     }
 
+    /// The cluster's ClusterIP and NodePort allocators.
+    pub fn services(&self) -> &crate::service_alloc::Allocators {
+        &self.services
+    }
+
     /// The cluster's RBAC policy (its index starts on the first authorization).
     pub fn rbac(&self) -> &crate::rbac::Rbac {
         &self.rbac
+    }
+
+    /// The cluster's service-account token authority.
+    pub fn tokens(&self) -> &crate::authn::service_account::TokenAuthority {
+        &self.tokens
+    }
+
+    /// Sets the CA certificate (PEM) clients verify this cluster's server with.
+    pub fn set_ca_pem(&self, pem: &str) {
+        *self.ca_pem.write().unwrap_or_else(|e| e.into_inner()) = Some(pem.to_owned());
+    }
+
+    /// The CA certificate (PEM) clients verify this cluster's server with, once set.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca_pem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The kinds served now (a snapshot; CRDs change it).

@@ -1,6 +1,7 @@
 //! kumo's Kubernetes API server: HTTPS serving, authentication, discovery, OpenAPI and the
 //! generic resource verbs over the revisioned store, for a map of control planes.
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod control_plane;
@@ -13,6 +14,7 @@ mod fields;
 mod filter;
 pub mod local;
 mod namespaces;
+pub mod node_authorizer;
 pub mod negotiate;
 pub mod openapi;
 mod patching;
@@ -27,6 +29,7 @@ mod reviews;
 mod scale;
 pub mod serve;
 pub mod server;
+pub mod service_alloc;
 pub mod storage;
 mod strategy;
 pub mod testing;

@@ -25,6 +25,13 @@ pub enum Route {
     OpenApiV3,
     /// `/openapi/v3/api/v1` or `/openapi/v3/apis/<group>/<version>`
     OpenApiV3Doc(String, String),
+    /// `/.well-known/openid-configuration`: the service-account issuer's OIDC discovery.
+    OidcConfiguration,
+    /// `/openid/v1/jwks`: the service-account verification keys.
+    Jwks,
+    /// `/kumo/v1/serviceaccount-keys[/<kid>]`: list (GET), rotate (POST) and retire
+    /// (DELETE) the service-account signing keys.
+    SigningKeys(Option<String>),
     /// A resource or a subresource.
     Resource(ResourcePath),
 }
@@ -95,6 +102,12 @@ fn route(parts: &[&str]) -> Option<Route> {
         ["openapi", "v3"] => Route::OpenApiV3,
         ["openapi", "v3", "api", v] => Route::OpenApiV3Doc(String::new(), (*v).to_owned()),
         ["openapi", "v3", "apis", g, v] => Route::OpenApiV3Doc((*g).to_owned(), (*v).to_owned()),
+        [".well-known", "openid-configuration"] => Route::OidcConfiguration,
+        ["openid", "v1", "jwks"] => Route::Jwks,
+        ["kumo", "v1", "serviceaccount-keys"] => Route::SigningKeys(None),
+        ["kumo", "v1", "serviceaccount-keys", kid] if valid_segment(kid) => {
+            Route::SigningKeys(Some((*kid).to_owned()))
+        }
         ["api", v, rest @ ..] => Route::Resource(resource(String::new(), v, rest)?),
         ["apis", g, v, rest @ ..] => Route::Resource(resource((*g).to_owned(), v, rest)?),
         _ => return None,

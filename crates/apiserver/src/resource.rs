@@ -265,6 +265,26 @@ impl Scope<'_> {
         if self.kind.group.is_empty() && self.kind.kind == "Pod" {
             crate::priority::admit_pod(self.cp, &mut obj).await?;
         }
+        if self.kind.group == "certificates.k8s.io" && self.kind.kind == "CertificateSigningRequest"
+        {
+            // Who asks is recorded by the server, never taken from the request.
+            let requester =
+                crate::authz::requester().unwrap_or_else(crate::authn::Identity::loopback);
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("username".into(), json!(requester.user));
+                spec.insert("groups".into(), json!(requester.groups));
+                if requester.uid.is_empty() {
+                    spec.remove("uid");
+                } else {
+                    spec.insert("uid".into(), json!(requester.uid));
+                }
+                if requester.extra.is_empty() {
+                    spec.remove("extra");
+                } else {
+                    spec.insert("extra".into(), json!(requester.extra));
+                }
+            }
+        }
         if track {
             self.track(None, &mut obj);
         }
@@ -272,6 +292,7 @@ impl Scope<'_> {
             self.check_namespace_accepts(obj.namespace()).await?;
         }
         let dry_run = is_dry_run(query)?;
+        let mut allocation = crate::service_alloc::Allocation::default();
         for attempt in 0.. {
             if let Some(prefix) = generate
                 .as_deref()
@@ -279,9 +300,33 @@ impl Scope<'_> {
             {
                 set_meta(&mut obj, "name", generate_name(prefix, rand_u32));
             }
+            if self.kind.group.is_empty() && self.kind.kind == "Secret" && !dry_run {
+                if attempt > 0
+                    && let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut)
+                {
+                    // The token names its secret: a generated name that changed needs a new one.
+                    data.remove("token");
+                }
+                let ns = obj.namespace().to_owned();
+                crate::authn::service_account::fill_legacy_secret(
+                    self.cp,
+                    &ns,
+                    &mut obj,
+                    self.cp.ca_pem().as_deref(),
+                )
+                .await?;
+            }
             validation::validate_create(&self.kind, self.custom.as_deref(), &obj)?;
             if attempt == 0 {
                 crate::quota::admit_create(self.cp, &self.kind, &obj, dry_run).await?;
+                allocation = crate::service_alloc::allocate(
+                    self.cp.services(),
+                    &self.kind,
+                    None,
+                    &mut obj,
+                    dry_run,
+                )
+                .await?;
             }
             if dry_run {
                 return Ok(Reply {
@@ -291,7 +336,14 @@ impl Scope<'_> {
                 });
             }
             let key = self.cp.store.key(&self.kind, obj.namespace(), obj.name());
-            match self.cp.store.create(&key, &obj).await {
+            let created = self.cp.store.create(&key, &obj).await;
+            let name_taken = matches!(created, Err(store::Error::AlreadyExists(_)));
+            if !(name_taken && generate.is_some() && attempt < 5) {
+                std::mem::take(&mut allocation)
+                    .finish(created.is_ok())
+                    .await;
+            }
+            match created {
                 Ok(stored) => {
                     return Ok(Reply {
                         code: 201,
@@ -737,6 +789,7 @@ impl Scope<'_> {
             keep_system_metadata(&mut new, current).map_err(Retry::Fail)?;
             validation::apply_defaults(&self.kind, self.custom.as_deref(), &mut new);
             strategy::prepare_for_update(&self.kind, &mut new, current);
+            crate::service_alloc::drop_type_dependent_fields(&self.kind, &mut new, current);
             crate::rbac::escalation::admit(self.cp, &self.kind, &mut new, Some(current))
                 .map_err(Retry::Fail)?;
         }
@@ -745,6 +798,18 @@ impl Scope<'_> {
         }
         validation::validate_update(&self.kind, self.custom.as_deref(), &new, current)
             .map_err(Retry::Fail)?;
+        let allocation = match self.subresource {
+            None => crate::service_alloc::allocate(
+                self.cp.services(),
+                &self.kind,
+                Some(current),
+                &mut new,
+                dry_run,
+            )
+            .await
+            .map_err(Retry::Fail)?,
+            Some(_) => Default::default(),
+        };
         set_meta(&mut new, "resourceVersion", current.resource_version());
         if new == *current {
             // A no-op write changes nothing, not even the resourceVersion.
@@ -763,9 +828,16 @@ impl Scope<'_> {
         }
         if finishing {
             // The last finalizer is gone from an object being deleted: delete it now.
-            return self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await);
+            let deleted = self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await);
+            allocation.finish(false).await;
+            if deleted.is_ok() {
+                crate::service_alloc::release(self.cp.services(), &self.kind, current).await;
+            }
+            return deleted;
         }
-        self.retrying(name, self.cp.store.update(&key, &new, current_rv).await)
+        let updated = self.retrying(name, self.cp.store.update(&key, &new, current_rv).await);
+        allocation.finish(updated.is_ok()).await;
+        updated
     }
 
     /// DELETE of one object, honouring preconditions and finalizers.
@@ -879,8 +951,11 @@ impl Scope<'_> {
         if options.dry_run {
             return Ok(Reply::ok(success));
         }
-        self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await)
-            .map(|_| Reply::ok(success))
+        let deleted = self.retrying(name, self.cp.store.delete(&key, Some(current_rv)).await);
+        if deleted.is_ok() {
+            crate::service_alloc::release(self.cp.services(), &self.kind, current).await;
+        }
+        deleted.map(|_| Reply::ok(success))
     }
 
     /// One commit attempt of a retry loop: `None` means read again and retry (a lost race

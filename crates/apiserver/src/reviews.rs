@@ -127,7 +127,16 @@ pub async fn answer(
                             .into(),
                     ));
                 }
-                Identity { user, groups }
+                let extra = spec
+                    .get("extra")
+                    .and_then(|e| serde_json::from_value(e.clone()).ok())
+                    .unwrap_or_default();
+                Identity {
+                    user,
+                    uid: text(&spec, "uid"),
+                    groups,
+                    extra,
+                }
             };
             if kind.kind == "LocalSubjectAccessReview" {
                 let ns = namespace.unwrap_or("");
@@ -173,14 +182,8 @@ pub async fn answer(
             }
             rules_review(cp, identity, &ns).await
         }
-        "SelfSubjectReview" => {
-            json!({"userInfo": {"username": identity.user, "groups": identity.groups}})
-        }
-        "TokenReview" => json!({
-            "authenticated": false,
-            "user": {},
-            "error": "token authentication is not enabled on this server yet",
-        }),
+        "SelfSubjectReview" => json!({"userInfo": user_info(identity)}),
+        "TokenReview" => token_review(cp, &review).await?,
         other => {
             return Err(ApiError::method_not_allowed(format!(
                 "{other} is not a review kind"
@@ -189,6 +192,74 @@ pub async fn answer(
     };
     review["status"] = status;
     Ok(review)
+}
+
+/// A user as the authentication API describes it.
+fn user_info(identity: &Identity) -> Value {
+    let mut info = json!({"username": identity.user, "groups": identity.groups});
+    if !identity.uid.is_empty() {
+        info["uid"] = json!(identity.uid);
+    }
+    if !identity.extra.is_empty() {
+        info["extra"] = json!(identity.extra);
+    }
+    info
+}
+
+/// The status of a TokenReview: whether the token authenticates to this cluster, as whom,
+/// and for which of the requested audiences (the API server's own when none are asked).
+async fn token_review(cp: &Arc<ControlPlane>, review: &Value) -> Result<Value, ApiError> {
+    let token = review
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if token.is_empty() {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenReview",
+            "",
+            vec![StatusCause::new(
+                "FieldValueRequired",
+                "spec.token",
+                "Required value: token must be specified",
+            )],
+        ));
+    }
+    let issuer = cp.tokens().issuer();
+    let requested: Vec<String> = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    let identity = crate::authn::authenticate(cp, &headers, None).await;
+    let audiences = vec![issuer];
+    let matching: Vec<String> = if requested.is_empty() {
+        audiences.clone()
+    } else {
+        requested
+            .into_iter()
+            .filter(|a| audiences.contains(a))
+            .collect()
+    };
+    Ok(match identity {
+        Ok(identity) if !matching.is_empty() => json!({
+            "authenticated": true,
+            "user": user_info(&identity),
+            "audiences": matching,
+        }),
+        Ok(_) => {
+            json!({"authenticated": false, "user": {}, "error": "token audiences do not match the requested audiences"})
+        }
+        Err(_) => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+    })
 }
 
 /// The status of a SelfSubjectRulesReview: every rule that applies to `identity` in

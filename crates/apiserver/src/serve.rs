@@ -45,8 +45,11 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
             message: e.to_string(),
         }
     };
+    // The CA goes with the serving certificate so that a joining node, which knows only
+    // the CA's hash (`--ca-cert-hash`), can check the server before sending its token.
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes())
+            .chain(CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(pem("serving certificate"))?;
     let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes())
@@ -115,7 +118,8 @@ async fn connection(
         }
     };
     let identity = authn::from_client_cert(tls.get_ref().1.peer_certificates());
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(crate::server::PeerAddr(peer));
         let server = server.clone();
         let identity = identity.clone();
         async move {

@@ -41,14 +41,30 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct ApiServer {
     backend: Arc<dyn Backend>,
     planes: RwLock<HashMap<String, Arc<ControlPlane>>>,
+    service_network: crate::service_alloc::ServiceNetwork,
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
+
+/// The client's address, put in a request's extensions by the HTTPS listener.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 impl ApiServer {
     /// A server with the default cluster on `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self::with_service_network(backend, Default::default())
+    }
+
+    /// A server whose clusters give Services addresses from `service_network`.
+    pub fn with_service_network(
+        backend: Arc<dyn Backend>,
+        service_network: crate::service_alloc::ServiceNetwork,
+    ) -> Self {
         let server = Self {
+            audit: std::sync::OnceLock::new(),
             backend,
             planes: RwLock::new(HashMap::new()),
+            service_network,
         };
         server.add_cluster(request::DEFAULT_CLUSTER);
         server
@@ -59,7 +75,13 @@ impl ApiServer {
         let mut planes = self.planes.write().unwrap_or_else(|e| e.into_inner());
         planes
             .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(ControlPlane::new(id, self.backend.clone())))
+            .or_insert_with(|| {
+                Arc::new(ControlPlane::with_service_network(
+                    id,
+                    self.backend.clone(),
+                    self.service_network.clone(),
+                ))
+            })
             .clone()
     }
 
@@ -109,6 +131,8 @@ impl ApiServer {
         crate::rbac::bootstrap::reconcile(self, &prefix).await?;
         if let Some(cp) = self.cluster(cluster) {
             cp.rbac().enforce();
+            // Service address repair, the `kubernetes` Service and its reconcile loop.
+            crate::service_alloc::bootstrap(&cp).await?;
         }
         Ok(())
     }
@@ -165,17 +189,64 @@ impl ApiServer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = std::time::Instant::now();
+        let received = jiff::Timestamp::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let response = match identity {
-            None => error_response(&ApiError::unauthorized()),
-            Some(identity) => match self.route(req, &identity).await {
+        let source_ip = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let impersonated = self
+            .audit
+            .get()
+            .and_then(|_| impersonation_headers(req.headers()));
+        let authenticated = self
+            .authenticate(req.uri().path(), req.headers(), identity)
+            .await;
+        let response = match &authenticated {
+            Err(e) => error_response(e),
+            Ok(identity) => match self.route(req, identity).await {
                 Ok(resp) => resp,
                 Err(e) => error_response(&e),
             },
         };
         tracing::debug!(%method, %uri, code = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        if let Some(audit) = self.audit.get() {
+            let cluster = request::parse(uri.path())
+                .map(|t| t.cluster)
+                .unwrap_or_else(|| request::DEFAULT_CLUSTER.to_owned());
+            audit.record(&crate::audit::Record {
+                cluster: &cluster,
+                user: authenticated.as_ref().ok(),
+                impersonated,
+                method: &method,
+                uri: &uri,
+                source_ip,
+                code: response.status().as_u16(),
+                received,
+                latency: started.elapsed(),
+            });
+        }
         response
+    }
+
+    /// Records every request from now on in `log` (once; later calls are ignored).
+    pub fn set_audit_log(&self, log: crate::audit::AuditLog) {
+        let _ = self.audit.set(log);
+    }
+
+    /// Who makes `req`: the verified certificate's identity, else the bearer token's as
+    /// the addressed cluster knows it.
+    async fn authenticate(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        certificate: Option<Identity>,
+    ) -> Result<Identity, ApiError> {
+        if let Some(identity) = certificate {
+            return Ok(identity);
+        }
+        let cp = request::parse(path)
+            .and_then(|target| self.cluster(&target.cluster))
+            .ok_or_else(ApiError::unauthorized)?;
+        crate::authn::authenticate(&cp, headers, None).await
     }
 
     async fn route<B>(
@@ -212,7 +283,9 @@ impl ApiServer {
         if !decision.allowed {
             return Err(authz::forbidden(identity, &attrs, &decision));
         }
-        if method != Method::GET && !matches!(target.route, Route::Resource(_)) {
+        if method != Method::GET
+            && !matches!(target.route, Route::Resource(_) | Route::SigningKeys(_))
+        {
             return Err(ApiError::method_not_allowed(format!(
                 "{method} is not supported here"
             )));
@@ -253,10 +326,24 @@ impl ApiServer {
                 crate::openapi::group_version(&cp, &GroupVersion::new(&g, &v), req.headers())
             }
             Route::OpenApiV2 => crate::openapi::v2(&cp, req.headers()),
+            Route::OidcConfiguration => Ok(json_response(200, &cp.tokens().discovery(), &[])),
+            Route::Jwks => Ok(json_response(200, &cp.tokens().jwks().await?, &[])),
+            Route::SigningKeys(kid) => signing_keys(&cp, &method, kid.as_deref()).await,
             Route::Resource(path) => {
                 let rbac_write = path.group == crate::rbac::GROUP && method != Method::GET;
-                let serving = self.resource(&cp, req, identity, path, query, accept.as_deref());
-                let response = authz::acting_as(identity.clone(), serving).await?;
+                let response = if crate::node_authorizer::node_name(identity).is_some() {
+                    // NodeRestriction needs the object a node's write is about.
+                    let (parts, body) = req.into_parts();
+                    let body = read_body(body).await?;
+                    let object = node_write_object(&cp, &attrs, &body).await?;
+                    crate::node_authorizer::admit(identity, &attrs, object.as_ref())?;
+                    let req = Request::from_parts(parts, Full::new(body));
+                    let serving = self.resource(&cp, req, identity, path, query, accept.as_deref());
+                    authz::acting_as(identity.clone(), serving).await?
+                } else {
+                    let serving = self.resource(&cp, req, identity, path, query, accept.as_deref());
+                    authz::acting_as(identity.clone(), serving).await?
+                };
                 if rbac_write {
                     // The writer may use what it granted as soon as it has the answer.
                     return Ok(crate::rbac::settle(&cp, response).await);
@@ -368,6 +455,27 @@ impl ApiServer {
             let eviction = decode_body(&body, content_type.as_deref())?;
             let reply = crate::eviction::evict(&scope, &query, eviction).await?;
             return Ok(json_response(reply.code, &reply.body, &reply.warnings));
+        }
+        if path.subresource.as_deref() == Some("token")
+            && kind.group.is_empty()
+            && kind.kind == "ServiceAccount"
+        {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed(
+                    "token requests only support create",
+                ));
+            }
+            let request = decode_body(&body, content_type.as_deref())?;
+            let dry_run = crate::resource::is_dry_run_query(&query);
+            let reply = crate::authn::service_account::token_request(
+                cp,
+                path.namespace.as_deref().unwrap_or_default(),
+                path.name.as_deref().unwrap_or_default(),
+                request,
+                dry_run,
+            )
+            .await?;
+            return Ok(json_response(201, &reply, &[]));
         }
         let table = output == Output::Table;
         let metadata_only = output == Output::Metadata;
@@ -598,6 +706,79 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
 }
 
 /// What a request asks to do, for the authorizer.
+/// The object a node's write concerns, for NodeRestriction: the new object of a create,
+/// the stored pod of a pod update, delete or eviction.
+async fn node_write_object(
+    cp: &ControlPlane,
+    attrs: &authz::Attributes,
+    body: &Bytes,
+) -> Result<Option<Value>, ApiError> {
+    if matches!(attrs.verb.as_str(), "get" | "list" | "watch") {
+        return Ok(None);
+    }
+    if attrs.verb == "create" && attrs.subresource.is_empty() {
+        return Ok(serde_json::from_slice(body)
+            .ok()
+            .or_else(|| serde_yaml::from_slice(body).ok()));
+    }
+    if attrs.group.is_empty() && attrs.resource == "pods" && !attrs.name.is_empty() {
+        let Some(kind) = cp.registry().by_kind("", "Pod") else {
+            return Ok(None);
+        };
+        return cp
+            .store
+            .get(&cp.store.key(&kind, &attrs.namespace, &attrs.name))
+            .await;
+    }
+    Ok(None)
+}
+
+/// `Impersonate-User` and `Impersonate-Group`, for the audit log.
+fn impersonation_headers(headers: &HeaderMap) -> Option<(String, Vec<String>)> {
+    let user = headers.get("impersonate-user")?.to_str().ok()?.to_owned();
+    let groups = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    Some((user, groups))
+}
+
+/// The signing-key administration endpoint: GET lists the keys (public parts only), POST
+/// adds a new signing key, DELETE `<kid>` retires one.
+async fn signing_keys(
+    cp: &ControlPlane,
+    method: &Method,
+    kid: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let keys = cp.tokens().keys();
+    match (method, kid) {
+        (&Method::GET, None) => {}
+        (&Method::POST, None) => {
+            keys.rotate().await?;
+        }
+        (&Method::DELETE, Some(kid)) => keys.retire(kid).await?,
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "GET lists the keys, POST rotates, DELETE <kid> retires one",
+            ));
+        }
+    }
+    let keys = keys.reload().await?;
+    let newest = keys.last().map(|k| k.stored.kid.clone());
+    let list: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kid": k.stored.kid,
+                "created": k.stored.created,
+                "signing": Some(&k.stored.kid) == newest.as_ref(),
+            })
+        })
+        .collect();
+    Ok(json_response(200, &serde_json::json!({"keys": list}), &[]))
+}
+
 fn request_attributes(
     route: &Route,
     method: &Method,

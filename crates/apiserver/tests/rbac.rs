@@ -19,6 +19,7 @@ fn user(name: &str, groups: &[&str]) -> Identity {
     Identity {
         user: name.into(),
         groups,
+        ..Default::default()
     }
 }
 

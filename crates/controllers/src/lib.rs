@@ -17,7 +17,9 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+pub mod certificates;
 pub mod leader;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pods;
 
@@ -80,6 +82,7 @@ const LOOPS: &[(&str, Loop)] = &[
     ("endpoint", |c| Box::pin(endpoints::run(c))),
     ("endpointslice", |c| Box::pin(endpointslice::run(c))),
     ("nodelifecycle", |c| Box::pin(node_lifecycle::run(c))),
+    ("nodeipam", |c| Box::pin(node_ipam::run(c))),
     ("job", |c| Box::pin(job::run(c))),
     ("cronjob", |c| Box::pin(cronjob::run(c))),
     ("statefulset", |c| Box::pin(statefulset::run(c))),

@@ -1,8 +1,12 @@
 //! The kumo binary: parses flags, picks implementations and wires the crates together.
 
+mod client;
 mod hollow_nodes;
+mod join;
 mod server;
+mod service_account_keys;
 mod signal;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +25,12 @@ enum Command {
     /// Run simulated nodes that renew their Leases and report bound pods Running (for
     /// tests and benchmarks of the control plane).
     HollowNodes(hollow_nodes::HollowNodesArgs),
+    /// Join a node's credentials to a cluster with a bootstrap token (writes its kubeconfig).
+    Join(join::JoinArgs),
+    /// Manage bootstrap tokens for joining nodes.
+    Token(token::TokenArgs),
+    /// List, rotate and retire the service-account token signing keys.
+    ServiceAccountKeys(service_account_keys::KeysArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +48,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => runtime.block_on(server::run(args)),
         Command::HollowNodes(args) => runtime.block_on(hollow_nodes::run(args)),
+        Command::Token(args) => runtime.block_on(token::run(args)),
+        Command::Join(args) => runtime.block_on(join::run(args)),
+        Command::ServiceAccountKeys(args) => runtime.block_on(service_account_keys::run(args)),
     }
 }

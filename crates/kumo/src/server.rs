@@ -35,6 +35,31 @@ pub struct ServerArgs {
     /// How often the compaction policy runs, in seconds.
     #[arg(long, default_value_t = 60)]
     pub compaction_interval_seconds: u64,
+    /// The service-account token issuer (`iss`), where OIDC discovery is served; clusters
+    /// added with --extra-cluster use <issuer>/clusters/<id>. Defaults to the server's URL.
+    #[arg(long)]
+    pub service_account_issuer: Option<String>,
+    /// Audit log file (one JSON line per request); default DIR/audit/audit.log.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// What the audit log records: metadata (who did what to which object, and the
+    /// answer) or none.
+    #[arg(long, default_value = "metadata")]
+    pub audit_level: apiserver::audit::Level,
+    /// Rotate the audit log when it reaches this many megabytes.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// How many rotated audit logs to keep.
+    #[arg(long, default_value_t = 5)]
+    pub audit_log_maxbackup: usize,
+    /// Where Services' ClusterIPs come from (at most 20 host bits); the first address is
+    /// the `kubernetes` Service's.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: ipnet::IpNet,
+    /// The address the `kubernetes` Service's endpoints point at; default: the listen
+    /// address (loopback when that is a wildcard).
+    #[arg(long)]
+    pub advertise_address: Option<std::net::IpAddr>,
     /// Serve the API only: no controllers and no scheduler (for tests of the API alone).
     #[arg(long)]
     pub no_control_loops: bool,
@@ -68,13 +93,43 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
     let pki = Pki::load_or_create(&args.data_dir.join("pki"), &hosts).context("loading PKI")?;
     let tls = serve::tls_config(&pki)?;
 
-    let server = Arc::new(ApiServer::new(backend.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     let base_url = format!("https://{}", client_address(local));
+    let server = Arc::new(ApiServer::with_service_network(
+        backend.clone(),
+        service_network(&args, local)?,
+    ));
+    let audit = apiserver::audit::Config {
+        path: args
+            .audit_log_path
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("audit").join("audit.log")),
+        max_bytes: args.audit_log_maxsize.max(1) * 1024 * 1024,
+        max_backups: args.audit_log_maxbackup,
+        level: args.audit_level,
+    };
+    if audit.level != apiserver::audit::Level::None {
+        let path = audit.path.clone();
+        server.set_audit_log(
+            apiserver::audit::AuditLog::open(audit)
+                .with_context(|| format!("opening the audit log {}", path.display()))?,
+        );
+    }
 
+    let issuer = args
+        .service_account_issuer
+        .clone()
+        .unwrap_or_else(|| base_url.clone());
+    let issuer = issuer.trim_end_matches('/').to_owned();
+    let configure = |id: &str, issuer: &str| {
+        let cp = server.add_cluster(id);
+        cp.tokens().set_issuer(issuer);
+        cp.set_ca_pem(&pki.ca.cert_pem);
+    };
+    configure(apiserver::request::DEFAULT_CLUSTER, &issuer);
     let mut clusters = vec![apiserver::request::DEFAULT_CLUSTER.to_owned()];
     bootstrap(&server, apiserver::request::DEFAULT_CLUSTER).await?;
     write_kubeconfig(
@@ -89,8 +144,8 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
                 && id != apiserver::request::DEFAULT_CLUSTER,
             "cluster id {id:?} must be a DNS label other than \"default\""
         );
-        server.add_cluster(id);
         let prefix = format!("/clusters/{id}");
+        configure(id, &format!("{issuer}{prefix}"));
         bootstrap(&server, id).await?;
         clusters.push(id.clone());
         let dir = args.data_dir.join("clusters").join(id);
@@ -109,7 +164,7 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
     if !args.no_control_loops {
         let holder = server_id(&args.data_dir)?;
         for cluster in &clusters {
-            spawn_control_loops(&server, cluster, &holder, &pki.ca.cert_pem);
+            spawn_control_loops(&server, cluster, &holder, &pki.ca);
         }
     }
     tracing::info!(listen = %local, "kumo API server ready");
@@ -121,6 +176,25 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
     serve::serve(server, listener, tls, crate::signal::shutdown()).await;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Where Services get their addresses, and where the `kubernetes` Service points.
+fn service_network(
+    args: &ServerArgs,
+    local: SocketAddr,
+) -> anyhow::Result<apiserver::service_alloc::ServiceNetwork> {
+    let advertise = args
+        .advertise_address
+        .unwrap_or_else(|| client_address(local).ip());
+    let network = apiserver::service_alloc::ServiceNetwork {
+        cidr: args.service_cidr,
+        advertise: Some(SocketAddr::new(advertise, local.port())),
+        ..Default::default()
+    };
+    network
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    Ok(network)
 }
 
 /// The names and addresses clients use to reach the server.
@@ -196,17 +270,26 @@ fn server_id(data_dir: &Path) -> anyhow::Result<String> {
 
 /// Starts the cluster's controllers and scheduler, each while it holds its Lease, over
 /// in-process clients with their own identities.
-fn spawn_control_loops(server: &Arc<ApiServer>, cluster: &str, holder: &str, ca_pem: &str) {
+fn spawn_control_loops(server: &Arc<ApiServer>, cluster: &str, holder: &str, ca: &pki::CertKey) {
     use controllers::leader::{LeaseLock, run_as_leader};
     let client = local::client(server.clone(), cluster, Identity::controller_manager());
     let ctx = controllers::Context {
         client: client.clone(),
         cluster: Arc::from(cluster),
-        root_ca_pem: Arc::from(ca_pem),
+        root_ca_pem: Arc::from(ca.cert_pem.as_str()),
     };
     let lock = LeaseLock::new("kube-controller-manager", holder);
-    tokio::spawn(run_as_leader(client, lock, move || {
-        controllers::run(ctx.clone())
+    let signing = controllers::certificates::SigningCa {
+        cert_pem: ca.cert_pem.clone(),
+        key_pem: ca.key_pem.clone(),
+    };
+    tokio::spawn(run_as_leader(client.clone(), lock, move || {
+        let ctx = ctx.clone();
+        let certificates = controllers::certificates::run(ctx.client.clone(), signing.clone());
+        async move {
+            tokio::try_join!(controllers::run(ctx), certificates)?;
+            Ok(())
+        }
     }));
     let client = local::client(server.clone(), cluster, Identity::scheduler());
     let lock = LeaseLock::new("kube-scheduler", holder);

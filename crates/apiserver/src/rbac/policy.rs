@@ -500,6 +500,11 @@ fn aggregate_to_view() -> Vec<PolicyRule> {
     ]
 }
 
+/// The rules of `system:node`, which the Node authorizer grants every node.
+pub fn node_role_rules() -> Vec<PolicyRule> {
+    node()
+}
+
 fn node() -> Vec<PolicyRule> {
     vec![
         r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
@@ -618,7 +623,37 @@ fn kube_controller_manager() -> Vec<PolicyRule> {
 /// Upstream's per-controller roles (system:controller:<name>) of the controllers kumo runs.
 fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
     let apps = &["apps", "extensions"][..];
+    let certs = &["certificates.k8s.io"][..];
     vec![
+        (
+            "certificate-controller",
+            vec![
+                r(
+                    &["delete", "get", "list", "watch"],
+                    certs,
+                    &["certificatesigningrequests"],
+                ),
+                r(
+                    &["update", "patch"],
+                    certs,
+                    &[
+                        "certificatesigningrequests/approval",
+                        "certificatesigningrequests/status",
+                    ],
+                ),
+                r(&["approve"], certs, &["signers"])
+                    .names(&["kubernetes.io/kube-apiserver-client-kubelet"]),
+                r(&["sign"], certs, &["signers"]).names(&[
+                    "kubernetes.io/kube-apiserver-client-kubelet",
+                    "kubernetes.io/kube-apiserver-client",
+                ]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+            ],
+        ),
         (
             "deployment-controller",
             vec![
@@ -935,6 +970,23 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:service-account-issuer-discovery",
             "system:service-account-issuer-discovery",
             &[("Group", "system:serviceaccounts")],
+        ),
+        // What kubeadm binds for node join: bootstrap tokens may ask for node client
+        // certificates, which are approved automatically, as are nodes' renewals.
+        binding(
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", "system:bootstrappers:kubeadm:default-node-token")],
+        ),
+        binding(
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", "system:bootstrappers:kubeadm:default-node-token")],
+        ),
+        binding(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", "system:nodes")],
         ),
         // Nodes get their permissions from the Node authorizer; the binding has no subjects.
         binding("system:node", "system:node", &[]),
