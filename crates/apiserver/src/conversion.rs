@@ -92,7 +92,37 @@ fn cpu_metric(field: &str, value: Value) -> Value {
 }
 
 /// Converts a request body in `kind`'s version to the storage version.
+/// A Secret's `stringData` is write-only: its entries are merged into `data` (base64),
+/// winning over `data`'s, and the field is dropped, as upstream's v1 conversion does.
+fn merge_string_data(secret: &mut Value) {
+    use base64::Engine;
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    if strings.is_empty() {
+        return;
+    }
+    if !map.get("data").is_some_and(Value::is_object) {
+        map.insert("data".into(), json!({}));
+    }
+    if let Some(Value::Object(data)) = map.get_mut("data") {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            data.insert(
+                key,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
 pub fn to_storage(kind: &KindInfo, mut obj: Value) -> Value {
+    if kind.group.is_empty() && kind.kind == "Secret" {
+        merge_string_data(&mut obj);
+    }
     if is_events_v1(kind)
         && obj.get("apiVersion").and_then(Value::as_str) == Some("events.k8s.io/v1")
     {

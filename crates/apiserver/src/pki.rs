@@ -280,6 +280,22 @@ pub fn kubeconfig(
     serde_yaml::to_string(&config).unwrap_or_default()
 }
 
+/// The pin of a CA certificate as kubeadm writes it: `sha256:<hex>` of the certificate's
+/// SubjectPublicKeyInfo. Joining nodes check the server's CA against it.
+pub fn ca_cert_hash(ca_pem: &str) -> Result<String> {
+    let bad = || PkiError::Unsupported("the CA certificate is not valid PEM".into());
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).map_err(|_| bad())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).map_err(|_| bad())?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(cert.tbs_certificate.subject_pki.raw);
+    Ok(format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,20 +314,4 @@ mod tests {
         assert_ne!(first.serving.cert_pem, third.serving.cert_pem);
         assert!(covers(&third.serving.cert_pem, &more));
     }
-}
-
-/// The pin of a CA certificate as kubeadm writes it: `sha256:<hex>` of the certificate's
-/// SubjectPublicKeyInfo. Joining nodes check the server's CA against it.
-pub fn ca_cert_hash(ca_pem: &str) -> Result<String> {
-    let bad = || PkiError::Unsupported("the CA certificate is not valid PEM".into());
-    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).map_err(|_| bad())?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).map_err(|_| bad())?;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(cert.tbs_certificate.subject_pki.raw);
-    Ok(format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
 }

@@ -67,6 +67,11 @@ fn node_credentials_reach_only_their_own_pods_objects() -> anyhow::Result<()> {
         Ok(())
     };
 
+    // stringData is merged into data on write.
+    assert_eq!(
+        kumo.kubectl(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"])?,
+        "b25l"
+    );
     // Secrets and config maps: only those of pods bound to n1, one at a time.
     allowed(&["get", "secret", "s1"])?;
     forbidden(&["get", "secret", "s2"])?;

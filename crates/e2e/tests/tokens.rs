@@ -378,16 +378,53 @@ fn a_node_joins_with_a_bootstrap_token_and_the_ca_hash() -> anyhow::Result<()> {
             .as_array()
             .is_some_and(|g| g.iter().any(|g| g == "system:nodes"))
     );
+    // The node renews its own certificate (approved as selfnodeclient): a new key and
+    // certificate in the same kubeconfig, and it still works.
+    let before = std::fs::read_to_string(&out_path)?;
+    let renewed = Command::new(kumo_bin())
+        .args(["renew-node-certificate", "--kubeconfig"])
+        .arg(&out_path)
+        .output()?;
+    assert!(
+        renewed.status.success(),
+        "renew: {}",
+        String::from_utf8_lossy(&renewed.stderr)
+    );
+    let after = std::fs::read_to_string(&out_path)?;
+    assert_ne!(before, after);
+    let out = kumo
+        .kubectl_cmd(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .env("KUBECONFIG", &out_path)
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "system:node:joined-1");
+    let renewal = kumo.kubectl(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username}{\"\\n\"}{end}",
+    ])?;
+    assert!(
+        renewal.lines().any(|u| u == "system:node:joined-1"),
+        "{renewal}"
+    );
     // The request was approved automatically and signed.
     let csrs = kumo.kubectl(&["get", "csr", "-o", "json"])?;
     let csrs: Value = serde_json::from_str(&csrs)?;
-    let csr = &csrs["items"][0];
-    assert_eq!(csr["status"]["conditions"][0]["reason"], "AutoApproved");
-    assert!(
-        csr["spec"]["username"]
+    let items = csrs["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2, "the join's request and the renewal's");
+    for csr in &items {
+        assert_eq!(csr["status"]["conditions"][0]["reason"], "AutoApproved");
+    }
+    assert!(items.iter().any(|c| {
+        c["spec"]["username"]
             .as_str()
             .unwrap_or_default()
             .starts_with("system:bootstrap:")
-    );
+    }));
     Ok(())
 }

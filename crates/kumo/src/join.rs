@@ -4,7 +4,7 @@
 //! node asks for its client certificate with a CertificateSigningRequest, which the cluster
 //! approves and signs for valid bootstrap tokens, and writes a kubeconfig with it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,30 @@ pub async fn join(server: &str, token: &str, ca_pem: &str, node: &str) -> anyhow
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&bootstrap)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(config)?;
+    let identity = request_certificate(client, node).await?;
+    Ok(node_kubeconfig(server, ca_pem, node, &identity))
+}
+
+fn node_kubeconfig(
+    server: &str,
+    ca_pem: &str,
+    node: &str,
+    identity: &apiserver::pki::CertKey,
+) -> String {
+    apiserver::pki::kubeconfig(
+        "kumo",
+        server,
+        ca_pem,
+        &format!("system:node:{node}"),
+        identity,
+    )
+}
+
+/// Creates a CSR for `system:node:<node>` as `client` and waits for the signed certificate.
+async fn request_certificate(
+    client: kube::Client,
+    node: &str,
+) -> anyhow::Result<apiserver::pki::CertKey> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -110,17 +134,125 @@ pub async fn join(server: &str, token: &str, ca_pem: &str, node: &str) -> anyhow
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let identity = apiserver::pki::CertKey {
+    Ok(apiserver::pki::CertKey {
         cert_pem: cert,
         key_pem: key.serialize_pem(),
-    };
-    Ok(apiserver::pki::kubeconfig(
-        "kumo",
-        server,
+    })
+}
+
+/// A node kubeconfig's parts: server, CA, node name, and its certificate's validity.
+struct NodeCredentials {
+    server: String,
+    ca_pem: String,
+    node: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+fn read_node_kubeconfig(path: &Path) -> anyhow::Result<NodeCredentials> {
+    use base64::Engine;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let cluster = kubeconfig
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .context("the kubeconfig has no cluster")?;
+    let user = kubeconfig
+        .auth_infos
+        .first()
+        .and_then(|a| a.auth_info.clone())
+        .context("the kubeconfig has no user")?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca_pem = String::from_utf8(
+        b64.decode(
+            cluster
+                .certificate_authority_data
+                .context("the kubeconfig has no certificate-authority-data")?,
+        )?,
+    )?;
+    let cert_pem = b64.decode(
+        user.client_certificate_data
+            .context("the kubeconfig has no client certificate")?,
+    )?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&cert_pem)
+        .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
+        .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or_default();
+    let node = cn
+        .strip_prefix("system:node:")
+        .with_context(|| format!("certificate of {cn:?} is not a node's"))?
+        .to_owned();
+    Ok(NodeCredentials {
+        server: cluster.server.context("the kubeconfig has no server")?,
         ca_pem,
-        &format!("system:node:{node}"),
-        &identity,
-    ))
+        node,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Replaces the node certificate in the kubeconfig at `path` with a new one, asked for
+/// with the current certificate (nodes may renew their own; the cluster approves it).
+pub async fn renew(path: &Path) -> anyhow::Result<()> {
+    let creds = read_node_kubeconfig(path)?;
+    let client = crate::client::from_kubeconfig(path).await?.0;
+    let identity = request_certificate(client, &creds.node).await?;
+    let kubeconfig = node_kubeconfig(&creds.server, &creds.ca_pem, &creds.node, &identity);
+    apiserver::pki::write_private(path, kubeconfig.as_bytes())?;
+    Ok(())
+}
+
+/// Waits until 70 to 90 % of the node certificate's lifetime at `path` has passed (a
+/// random point, so a fleet does not renew at once, as kubelet does), then renews it;
+/// failures are retried every minute. Returns once the kubeconfig holds a new certificate.
+pub async fn renew_when_due(path: &Path) {
+    let share = 70 + i64::from(uuid::Uuid::new_v4().as_bytes()[0] % 21);
+    loop {
+        let wait = match read_node_kubeconfig(path) {
+            Ok(creds) => {
+                let lifetime = (creds.not_after - creds.not_before).max(0);
+                let at = creds.not_before + lifetime * share / 100;
+                let now = jiff::Timestamp::now().as_second();
+                Duration::from_secs(u64::try_from(at - now).unwrap_or(0))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node certificate: cannot read the kubeconfig");
+                Duration::from_secs(60)
+            }
+        };
+        tokio::time::sleep(wait).await;
+        match renew(path).await {
+            Ok(()) => {
+                tracing::info!(kubeconfig = %path.display(), "node certificate renewed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node certificate: renewal failed; retrying in a minute");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+    }
+}
+
+/// Flags of `kumo renew-node-certificate`.
+#[derive(clap::Args, Debug)]
+pub struct RenewArgs {
+    /// The node's kubeconfig (as `kumo join` wrote it); rewritten with the new certificate.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+}
+
+pub async fn run_renew(args: RenewArgs) -> anyhow::Result<()> {
+    renew(&args.kubeconfig).await?;
+    println!("node certificate renewed: {}", args.kubeconfig.display());
+    Ok(())
 }
 
 fn base64_std(data: &[u8]) -> String {

@@ -66,7 +66,45 @@ pub struct ServerArgs {
 }
 
 /// Runs the server until a shutdown signal.
-pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let started = start(args).await?;
+    println!("kubeconfig: {}", started.admin_kubeconfig().display());
+    started.serve(crate::signal::shutdown()).await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// A server that is set up (store, PKI, clusters, control loops) and bound, not yet serving.
+pub struct Started {
+    /// The API server.
+    pub server: Arc<ApiServer>,
+    /// The cluster's PKI.
+    pub pki: Pki,
+    /// The URL local clients use (`https://127.0.0.1:6443`).
+    pub url: String,
+    /// The data directory, absolute.
+    pub data_dir: PathBuf,
+    /// The Service network the server allocates ClusterIPs from.
+    pub service_cidr: ipnet::IpNet,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+impl Started {
+    /// The admin kubeconfig of the default cluster.
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// Serves HTTPS until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        serve::serve(self.server, self.listener, self.tls, shutdown).await;
+    }
+}
+
+/// Sets the server up: opens the store, loads or creates the PKI, bootstraps the clusters,
+/// writes the admin kubeconfigs, starts the control loops and binds the listen address.
+pub async fn start(mut args: ServerArgs) -> anyhow::Result<Started> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     // Absolute, so the kubeconfig path printed below works from any directory.
@@ -168,14 +206,15 @@ pub async fn run(mut args: ServerArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!(listen = %local, "kumo API server ready");
-    println!(
-        "kubeconfig: {}",
-        args.data_dir.join("admin.kubeconfig").display()
-    );
-
-    serve::serve(server, listener, tls, crate::signal::shutdown()).await;
-    tracing::info!("shutting down");
-    Ok(())
+    Ok(Started {
+        server,
+        pki,
+        url: base_url,
+        service_cidr: args.service_cidr,
+        data_dir: args.data_dir,
+        listener,
+        tls,
+    })
 }
 
 /// Where Services get their addresses, and where the `kubernetes` Service points.

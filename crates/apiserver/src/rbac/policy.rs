@@ -19,6 +19,14 @@ pub const KUMO_CONTROLLER_MANAGER: &str = "system:kumo-controller-manager";
 /// PriorityClasses itself (upstream relies on the Priority admission plugin instead).
 pub const KUMO_SCHEDULER: &str = "system:kumo-scheduler";
 
+/// The in-process cluster DNS of `kumo up` (user system:kumo-dns): CoreDNS's reads, as
+/// upstream's system:kube-dns lacks EndpointSlices and Pods.
+pub const KUMO_DNS: &str = "system:kumo-dns";
+
+/// What kumo's proxy needs beyond system:node-proxier: it gives LoadBalancer Services
+/// their ingress address from its pool (a cloud controller's job upstream).
+pub const KUMO_PROXY: &str = "system:kumo-proxy";
+
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const READ_WRITE: &[&str] = &[
@@ -293,6 +301,21 @@ pub fn cluster_roles() -> Vec<Value> {
         role(
             KUMO_SCHEDULER,
             vec![r(READ, &["scheduling.k8s.io"], &["priorityclasses"])],
+        ),
+        role(
+            KUMO_DNS,
+            vec![
+                r(&["list", "watch"], &[""], &["services", "pods"]),
+                r(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+            ],
+        ),
+        role(
+            KUMO_PROXY,
+            vec![r(&["patch", "update"], &[""], &["services/status"])],
         ),
     ]
 }
@@ -1025,5 +1048,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-dns",
             &[("ServiceAccount", "kube-system/kube-dns")],
         ),
+        binding(KUMO_DNS, KUMO_DNS, &[("User", "system:kumo-dns")]),
+        binding(KUMO_PROXY, KUMO_PROXY, &[("User", "system:kube-proxy")]),
     ]
 }

@@ -1,0 +1,130 @@
+//! The node agent: kubelet's role in kumo. It registers its Node, renews its Lease, and
+//! runs the pods bound to it on a CRI runtime (containerd, with runc and CNI underneath):
+//! sandboxes, init containers, containers, probes, volumes, restarts with back-off,
+//! graceful termination, and the pods' status.
+//!
+//! - [`images`]: the project's own OCI images (busybox, pause, web) built from busybox.
+//! - [`containerd`]: a private containerd under the data directory, and image import.
+//! - [`cri`]: the CRI v1 gRPC client.
+//! - [`node`]: Node registration, Lease and conditions.
+//! - [`pods`]: the pod watch and one worker per pod.
+
+pub mod containerd;
+pub mod cri;
+pub mod images;
+pub mod node;
+pub mod pods;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The Node's name.
+    pub node_name: String,
+    /// Pod directories (volumes, /etc/hosts, termination messages) and container logs
+    /// (`pods/<namespace>_<name>_<uid>/<container>/<restart>.log`) live here.
+    pub data_dir: PathBuf,
+    /// The podCIDR registered with a new Node (the runtime's CNI range).
+    pub pod_cidr: Option<String>,
+    /// The node's InternalIP (default: the address of the default route's interface).
+    pub node_ip: Option<String>,
+    /// Cluster DNS servers for dnsPolicy ClusterFirst (none: the node's resolv.conf).
+    pub cluster_dns: Vec<String>,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+    /// Extra node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Pod capacity.
+    pub max_pods: u32,
+    /// How often each pod is synced without a change (kubelet's relist period).
+    pub sync_interval: Duration,
+    /// First restart back-off of a crashing container.
+    pub backoff_initial: Duration,
+    /// Longest restart back-off.
+    pub backoff_max: Duration,
+    /// The Lease's duration.
+    pub lease_duration_seconds: i32,
+    /// How often the Lease is renewed.
+    pub lease_renew_interval: Duration,
+    /// How often node status is posted when nothing changed.
+    pub status_report_interval: Duration,
+}
+
+impl Config {
+    /// Kubelet's defaults for a node name and data directory.
+    pub fn new(node_name: &str, data_dir: &Path) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            data_dir: data_dir.to_owned(),
+            pod_cidr: None,
+            node_ip: None,
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            labels: BTreeMap::new(),
+            max_pods: 110,
+            sync_interval: Duration::from_secs(1),
+            backoff_initial: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            lease_duration_seconds: 40,
+            lease_renew_interval: Duration::from_secs(10),
+            status_report_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every part of the running agent shares.
+pub struct Shared {
+    /// The API client (the node's identity).
+    pub client: kube::Client,
+    /// The runtime.
+    pub cri: cri::Cri,
+    /// The configuration.
+    pub config: Config,
+    /// Host and runtime facts.
+    pub facts: node::Facts,
+    /// Publishes the pods' events (Pulled, Created, Started, Killing, BackOff, ...).
+    pub recorder: kube::runtime::events::Recorder,
+}
+
+/// Registers the node and runs it until the future is dropped or a loop fails.
+pub async fn run(client: kube::Client, cri: cri::Cri, config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(config.data_dir.join("pods"))
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let facts = node::facts(&cri, &config).await?;
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "kubelet".into(),
+            instance: Some(config.node_name.clone()),
+        },
+    );
+    let shared = Arc::new(Shared {
+        client,
+        cri,
+        config,
+        facts,
+        recorder,
+    });
+    node::register(&shared)
+        .await
+        .context("registering the node")?;
+    tokio::select! {
+        r = node::run(&shared) => r,
+        r = pods::run(shared.clone()) => r,
+    }
+}
+
+/// The API client of the agent, from a kubeconfig (a node identity `system:node:<name>`
+/// or an admin). Joining with a bootstrap token will make its credentials here too.
+pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
