@@ -87,8 +87,16 @@ pub async fn start(
     };
 
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    // Watchers share the collection's cache; one starting before its window reads the store.
-    let feed = match scope.cp.cache(&scope.kind).watch(start_rev).await {
+    // Watchers share the collection's cache; one starting before its window, or at a
+    // revision the store has compacted away (410, even if the cache still holds it, so the
+    // answer does not depend on which server or cache a client reaches), reads the store.
+    let compacted = backend.compacted_revision().await.unwrap_or(0);
+    let cached = if start_rev >= compacted {
+        scope.cp.cache(&scope.kind).watch(start_rev).await
+    } else {
+        None
+    };
+    let feed = match cached {
         Some(stream) => Ok(stream),
         None => backend.watch(&prefix, start_rev).await,
     };

@@ -33,6 +33,28 @@ fn unauthenticated_requests_get_401() -> anyhow::Result<()> {
 }
 
 #[test]
+fn certificates_from_another_ca_get_401() -> anyhow::Result<()> {
+    let kumo = Kumo::start_with(&["--no-control-loops"])?;
+    // A CA of its own, claiming the admin's groups: the server answers 401, not a TLS
+    // alert, and does not take the groups.
+    let evil = apiserver::pki::new_ca("another-ca")?;
+    let cert = apiserver::pki::issue_client(&evil, "kubernetes-admin", &["system:masters"])?;
+    let server_ca = std::fs::read_to_string(kumo.data_dir().join("pki/ca.crt"))?;
+    let config = apiserver::pki::kubeconfig("kumo", &kumo.url, &server_ca, "evil", &cert);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("evil.kubeconfig");
+    std::fs::write(&path, config)?;
+    let out = kumo
+        .kubectl_cmd(&["get", "--raw", "/api/v1/namespaces"])
+        .env("KUBECONFIG", &path)
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+    Ok(())
+}
+
+#[test]
 fn users_without_bindings_are_forbidden_and_reviews_tell_them() -> anyhow::Result<()> {
     let kumo = Kumo::start()?;
     // A client certificate for alice (group dev), signed by the cluster CA.

@@ -87,7 +87,9 @@ pub struct Started {
     /// The Service network the server allocates ClusterIPs from.
     pub service_cidr: ipnet::IpNet,
     listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: serve::Tls,
+    /// Compacts history while the server runs (dropping it stops compaction).
+    _compactor: store::Compactor,
 }
 
 impl Started {
@@ -125,7 +127,7 @@ pub async fn start(mut args: ServerArgs) -> anyhow::Result<Started> {
             "history retention below 5 minutes: clients may see 410 Expired often"
         );
     }
-    let _compactor = store::Compactor::spawn(backend.clone(), policy);
+    let compactor = store::Compactor::spawn(backend.clone(), policy);
 
     let hosts = serving_hosts(&args);
     let pki = Pki::load_or_create(&args.data_dir.join("pki"), &hosts).context("loading PKI")?;
@@ -214,6 +216,7 @@ pub async fn start(mut args: ServerArgs) -> anyhow::Result<Started> {
         data_dir: args.data_dir,
         listener,
         tls,
+        _compactor: compactor,
     })
 }
 
