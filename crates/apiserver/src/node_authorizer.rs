@@ -68,9 +68,6 @@ async fn references(
         }),
         "persistentvolumes" => {
             // A volume bound to a claim that a pod on the node uses.
-            let Some(pvc_kind) = cp.registry().by_kind("", "PersistentVolumeClaim") else {
-                return Ok(false);
-            };
             let all = pods_on(cp, node, "").await?;
             for pod in &all {
                 let ns = pod
@@ -78,8 +75,14 @@ async fn references(
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 for claim in claims_of(pod) {
-                    let key = cp.store.key(&pvc_kind, ns, claim);
-                    if let Some(pvc) = cp.store.get(&key).await?
+                    let pvc = crate::authn::service_account::core_object(
+                        cp,
+                        "PersistentVolumeClaim",
+                        ns,
+                        claim,
+                    )
+                    .await?;
+                    if let Some(pvc) = pvc
                         && pvc.pointer("/spec/volumeName").and_then(Value::as_str) == Some(name)
                     {
                         return Ok(true);

@@ -58,14 +58,8 @@ pub async fn authenticate(cp: &ControlPlane, token: &str) -> Result<Option<Ident
     let Some((id, token_secret)) = parse(token) else {
         return Ok(None);
     };
-    let info = cp
-        .registry()
-        .by_kind("", "Secret")
-        .ok_or_else(|| ApiError::internal("secrets are not served"))?;
-    let Some(secret) = cp
-        .store
-        .get(&cp.store.key(&info, NAMESPACE, &secret_name(id)))
-        .await?
+    let Some(secret) =
+        super::service_account::core_object(cp, "Secret", NAMESPACE, &secret_name(id)).await?
     else {
         return Ok(None);
     };

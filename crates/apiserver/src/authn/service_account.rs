@@ -236,9 +236,9 @@ fn object_ref(obj: &Value) -> Ref {
     }
 }
 
-/// Reads a core/v1 object straight from the store (authentication is not a request of
-/// its own, so it is not authorized).
-async fn core_object(
+/// Reads a core/v1 object straight from the store (authentication and authorization
+/// lookups are not requests of their own, so they are not authorized).
+pub(crate) async fn core_object(
     cp: &ControlPlane,
     kind: &str,
     namespace: &str,
