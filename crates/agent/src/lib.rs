@@ -8,12 +8,16 @@
 //! - [`cri`]: the CRI v1 gRPC client.
 //! - [`node`]: Node registration, Lease and conditions.
 //! - [`pods`]: the pod watch and one worker per pod.
+//! - [`tunnel`]: the connection to the API server that carries logs, exec, attach and
+//!   port-forward; [`streaming`] serves them.
 
 pub mod containerd;
 pub mod cri;
 pub mod images;
 pub mod node;
 pub mod pods;
+pub mod streaming;
+pub mod tunnel;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -117,6 +121,7 @@ pub async fn run(client: kube::Client, cri: cri::Cri, config: Config) -> anyhow:
     tokio::select! {
         r = node::run(&shared) => r,
         r = pods::run(shared.clone()) => r,
+        r = tunnel::run(shared.clone()) => r,
     }
 }
 

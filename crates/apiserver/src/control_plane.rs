@@ -133,6 +133,7 @@ pub struct ControlPlane {
     /// The CA that clients verify the server with (PEM), handed to pods.
     ca_pem: RwLock<Option<String>>,
     services: crate::service_alloc::Allocators,
+    tunnels: crate::node_tunnel::Tunnels,
 }
 
 impl ControlPlane {
@@ -156,7 +157,13 @@ impl ControlPlane {
             registry: RwLock::new(Arc::new(Registry::builtin())),
             caches: Default::default(),
             rbac: Default::default(),
+            tunnels: Default::default(),
         }
+    }
+
+    /// The tunnels of the cluster's connected node agents.
+    pub fn tunnels(&self) -> &crate::node_tunnel::Tunnels {
+        &self.tunnels
     }
 
     /// The cluster's ClusterIP and NodePort allocators.

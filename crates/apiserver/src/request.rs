@@ -32,6 +32,8 @@ pub enum Route {
     /// `/kumo/v1/serviceaccount-keys[/<kid>]`: list (GET), rotate (POST) and retire
     /// (DELETE) the service-account signing keys.
     SigningKeys(Option<String>),
+    /// `/kumo/v1/node-tunnel`: a node agent's tunnel (an upgraded connection).
+    NodeTunnel,
     /// A resource or a subresource.
     Resource(ResourcePath),
 }
@@ -108,6 +110,7 @@ fn route(parts: &[&str]) -> Option<Route> {
         ["kumo", "v1", "serviceaccount-keys", kid] if valid_segment(kid) => {
             Route::SigningKeys(Some((*kid).to_owned()))
         }
+        ["kumo", "v1", "node-tunnel"] => Route::NodeTunnel,
         ["api", v, rest @ ..] => Route::Resource(resource(String::new(), v, rest)?),
         ["apis", g, v, rest @ ..] => Route::Resource(resource((*g).to_owned(), v, rest)?),
         _ => return None,

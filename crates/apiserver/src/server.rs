@@ -279,6 +279,9 @@ impl ApiServer {
         let mut req = req;
         let impersonated = authz::impersonate(&cp, identity, req.headers_mut()).await?;
         let identity = impersonated.as_ref().unwrap_or(identity);
+        if target.route == Route::NodeTunnel {
+            return node_tunnel(cp, req, identity);
+        }
         let decision = authz::authorize(&cp, identity, &attrs).await;
         if !decision.allowed {
             return Err(authz::forbidden(identity, &attrs, &decision));
@@ -329,6 +332,18 @@ impl ApiServer {
             Route::OidcConfiguration => Ok(json_response(200, &cp.tokens().discovery(), &[])),
             Route::Jwks => Ok(json_response(200, &cp.tokens().jwks().await?, &[])),
             Route::SigningKeys(kid) => signing_keys(&cp, &method, kid.as_deref()).await,
+            Route::NodeTunnel => Err(ApiError::no_route()),
+            Route::Resource(path) if is_pod_stream(&path) => {
+                crate::pod_streams::serve(
+                    &cp,
+                    req,
+                    path.namespace.as_deref().unwrap_or_default(),
+                    path.name.as_deref().unwrap_or_default(),
+                    path.subresource.as_deref().unwrap_or_default(),
+                    &query,
+                )
+                .await
+            }
             Route::Resource(path) => {
                 let rbac_write = path.group == crate::rbac::GROUP && method != Method::GET;
                 let response = if crate::node_authorizer::node_name(identity).is_some() {
@@ -779,6 +794,58 @@ async fn signing_keys(
     Ok(json_response(200, &serde_json::json!({"keys": list}), &[]))
 }
 
+/// Whether `path` is a pod subresource the node agent serves (logs, exec, attach,
+/// port-forward).
+fn is_pod_stream(path: &ResourcePath) -> bool {
+    path.group.is_empty()
+        && path.resource == "pods"
+        && path.name.is_some()
+        && path
+            .subresource
+            .as_deref()
+            .is_some_and(|s| crate::pod_streams::SUBRESOURCES.contains(&s))
+}
+
+/// Upgrades a node agent's request to its tunnel. Only a node may connect, and only as
+/// itself (the tunnel is keyed by the node name of its credentials).
+fn node_tunnel<B>(
+    cp: Arc<ControlPlane>,
+    mut req: Request<B>,
+    identity: &Identity,
+) -> Result<Response<Body>, ApiError> {
+    let Some(node) = crate::node_authorizer::node_name(identity) else {
+        return Err(ApiError::forbidden(format!(
+            "User {:?} cannot open a node tunnel: only nodes (system:node:<name> in group system:nodes) can",
+            identity.user
+        )));
+    };
+    let wanted = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        == Some(crate::node_tunnel::UPGRADE_PROTOCOL);
+    if !wanted {
+        return Err(ApiError::bad_request(format!(
+            "a node tunnel needs Upgrade: {}",
+            crate::node_tunnel::UPGRADE_PROTOCOL
+        )));
+    }
+    let node = node.to_owned();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(connection) => cp.tunnels().serve(&node, connection).await,
+            Err(e) => tracing::debug!(%node, error = %e, "node tunnel upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, crate::node_tunnel::UPGRADE_PROTOCOL)
+        .body(full(Bytes::new()))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 fn request_attributes(
     route: &Route,
     method: &Method,
@@ -798,6 +865,15 @@ fn request_attributes(
                 (&Method::DELETE, false) => "deletecollection",
                 _ => "unknown",
             };
+            // Opening a stream into a container is a create, whatever the method
+            // (kubectl upgrades a GET to WebSocket): upstream's stricter reading.
+            let stream = p.group.is_empty()
+                && p.resource == "pods"
+                && matches!(
+                    p.subresource.as_deref(),
+                    Some("exec" | "attach" | "portforward")
+                );
+            let verb = if stream { "create" } else { verb };
             authz::Attributes {
                 verb: verb.to_owned(),
                 group: p.group.clone(),

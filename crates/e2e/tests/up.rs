@@ -1,6 +1,9 @@
 //! `kumo up` end to end: the one-process cluster comes up with its node Ready, runs a
 //! Deployment of the built-in web image, and a pod reaches it by Service name through the
-//! cluster DNS and the proxy's rules.
+//! cluster DNS and the proxy's rules. On the way, the streaming API through the agent's
+//! tunnel: `kubectl logs` (-f, --tail, --timestamps), `exec` (stdin, exit codes, a TTY),
+//! `cp` both ways and `port-forward`, and kube-rs's logs, exec with stdin and
+//! port-forward.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -154,23 +157,6 @@ impl Up {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-    }
-
-    /// A container's log as the agent writes it (`kubectl logs` is not served yet).
-    fn container_log(&self, pod: &str, container: &str) -> String {
-        let pods = self.data_dir().join("agent").join("pods");
-        let prefix = format!("default_{pod}_");
-        let mut log = String::new();
-        for entry in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix)
-                && let Ok(files) = std::fs::read_dir(entry.path().join(container))
-            {
-                for file in files.flatten() {
-                    log += &std::fs::read_to_string(file.path()).unwrap_or_default();
-                }
-            }
-        }
-        log
     }
 
     /// SIGTERM to the group, SIGKILL after 20 s.
@@ -332,6 +318,7 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
         ],
         |phases| phases.trim() == "Running",
     )?;
+    streaming(up)?;
     up.kubectl(&["expose", "deployment", "web", "--port", "80"])?;
 
     // By name: resolv.conf points at the kube-dns ClusterIP, which the proxy sends to the
@@ -354,7 +341,7 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
         &["get", "pod", "client", "-o", "jsonpath={.status.phase}"],
         |phase| matches!(phase.trim(), "Succeeded" | "Failed"),
     )?;
-    let log = up.container_log("client", "client");
+    let log = up.kubectl(&["logs", "client"])?;
     assert_eq!(phase.trim(), "Succeeded", "client log:\n{log}");
     assert!(log.contains(WEB_PAGE), "client log:\n{log}");
 
@@ -369,4 +356,283 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
     )?;
     up.stop();
     Ok(())
+}
+
+/// kubectl's and kube-rs's streaming commands against the web pod and a short-lived one.
+fn streaming(up: &Up) -> anyhow::Result<()> {
+    let pod = up.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])?;
+    let pod = pod.trim();
+
+    // exec: output, exit codes, stdin to its end (v5's close signal), a TTY.
+    let out = up.kubectl(&["exec", pod, "--", "echo", "hello from exec"])?;
+    assert_eq!(out.trim(), "hello from exec");
+    let failed = Command::new("kubectl")
+        .args(["exec", pod, "--", "sh", "-c", "echo oops >&2; exit 3"])
+        .env("KUBECONFIG", up.data_dir().join("admin.kubeconfig"))
+        .env("KUBECACHEDIR", up.cache.path())
+        .output()?;
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("oops"));
+    let input = "0123456789".repeat(20_000);
+    let out = up.kubectl_stdin(
+        &[
+            "exec",
+            "-i",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            "cat > /tmp/in; wc -c < /tmp/in",
+        ],
+        &input,
+    )?;
+    assert_eq!(out.trim(), input.len().to_string());
+    let tty = scripted_tty(
+        up,
+        &format!("kubectl exec -it {pod} -- sh -c 'tty; echo done'"),
+    )?;
+    assert!(tty.contains("/dev/pts/") && tty.contains("done"), "{tty}");
+
+    // cp both ways (tar over exec).
+    let local = up.dir.path().join("to-pod.txt");
+    let content = "copied with kubectl cp\n".repeat(1000);
+    std::fs::write(&local, &content)?;
+    up.kubectl(&[
+        "cp",
+        &local.to_string_lossy(),
+        &format!("default/{pod}:/tmp/copied.txt"),
+    ])?;
+    let back = up.dir.path().join("from-pod.txt");
+    up.kubectl(&[
+        "cp",
+        &format!("default/{pod}:/tmp/copied.txt"),
+        &back.to_string_lossy(),
+    ])?;
+    assert_eq!(std::fs::read_to_string(&back)?, content);
+
+    // port-forward: kubectl picks a local port and prints it. Its output goes to a file:
+    // it prints a line per connection, and a closed pipe would kill it.
+    let printed = up.dir.path().join("port-forward.out");
+    let mut forward = Command::new("kubectl")
+        .args(["port-forward", &format!("pod/{pod}"), ":80"])
+        .env("KUBECONFIG", up.data_dir().join("admin.kubeconfig"))
+        .env("KUBECACHEDIR", up.cache.path())
+        .stdout(std::fs::File::create(&printed)?)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let forwarded = (|| -> anyhow::Result<()> {
+        // "Forwarding from 127.0.0.1:PORT -> 80"
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let port = loop {
+            let out = std::fs::read_to_string(&printed)?;
+            let port = out
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|a| a.rsplit(':').next())
+                .map(str::to_owned);
+            match port {
+                Some(p) if out.contains('\n') => break p,
+                _ if Instant::now() > deadline => bail!("port-forward printed {out:?}"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        for _ in 0..3 {
+            let page = http_get(&format!("127.0.0.1:{port}"))?;
+            assert!(page.contains(WEB_PAGE), "{page}");
+        }
+        Ok(())
+    })();
+    let _ = forward.kill();
+    let _ = forward.wait();
+    forwarded?;
+
+    // logs: follow until the container exits, tail, timestamps.
+    up.kubectl(&[
+        "run",
+        "ticker",
+        &format!("--image={BUSYBOX_IMAGE}"),
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo tick $i; sleep 0.5; done",
+    ])?;
+    let followed = up.wait_for(
+        "kubectl logs -f ticker",
+        Duration::from_secs(30),
+        &["logs", "-f", "ticker"],
+        |out| out.contains("tick 1"),
+    )?;
+    let ticks: Vec<&str> = followed.lines().collect();
+    assert_eq!(ticks, ["tick 1", "tick 2", "tick 3", "tick 4", "tick 5"]);
+    assert_eq!(
+        up.kubectl(&["logs", "ticker", "--tail=2"])?,
+        "tick 4\ntick 5\n"
+    );
+    let stamped = up.kubectl(&["logs", "ticker", "--timestamps"])?;
+    let first = stamped.lines().next().unwrap_or_default();
+    let (time, text) = first.split_once(' ').unwrap_or_default();
+    assert!(
+        time.parse::<jiff::Timestamp>().is_ok() && text == "tick 1",
+        "{stamped}"
+    );
+    let refused = up.kubectl(&["logs", "ticker", "--previous"]).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("previous terminated container"),
+        "{refused}"
+    );
+    up.kubectl(&["delete", "pod", "ticker", "--grace-period=1"])?;
+
+    kube_rs_flows(up, pod)?;
+    python_flows(up, pod)
+}
+
+/// The Python client (which CI installs) against the same pod: exec with stdin, logs and
+/// port-forward over its WebSocket protocols.
+fn python_flows(up: &Up, pod: &str) -> anyhow::Result<()> {
+    let script = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream, portforward
+config.load_kube_config()
+v1 = client.CoreV1Api()
+pod = sys.argv[1]
+r = stream(v1.connect_get_namespaced_pod_exec, pod, "default", command=["cat"],
+           stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.write_stdin("from python\n")
+echoed = ""
+for _ in range(20):
+    r.update(timeout=0.5)
+    echoed += r.read_stdout() if r.peek_stdout() else ""
+    if echoed:
+        break
+r.close()
+assert echoed == "from python\n", repr(echoed)
+v1.read_namespaced_pod_log(pod, "default")
+pf = portforward(v1.connect_get_namespaced_pod_portforward, pod, "default", ports="80")
+s = pf.socket(80)
+s.setblocking(True)
+s.settimeout(10)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+page = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    page += chunk
+assert b"Hello from kumo" in page, page
+print("python ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, pod])
+        .env("KUBECONFIG", up.data_dir().join("admin.kubeconfig"))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if String::from_utf8_lossy(&out.stderr).contains("No module named 'kubernetes'") {
+        eprintln!("SKIPPED the Python client's streaming checks: pip install kubernetes");
+        return Ok(());
+    }
+    assert!(
+        stdout.contains("python ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Runs `command` with a pseudo-terminal as its stdin and stdout (util-linux `script`).
+fn scripted_tty(up: &Up, command: &str) -> anyhow::Result<String> {
+    let mut child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("KUBECONFIG", up.data_dir().join("admin.kubeconfig"))
+        .env("KUBECACHEDIR", up.cache.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The terminal stays open (stdin held) until the command ends on its own.
+    let _stdin = child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{command}: no exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An HTTP/1.0 GET of `/` at `address`: the whole answer.
+fn http_get(address: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// kube-rs against the same pod: await a condition, logs, exec with stdin (closed at its
+/// end), port-forward.
+fn kube_rs_flows(up: &Up, pod: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, AttachParams, LogParams};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(up.data_dir().join("admin.kubeconfig"))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let pods: Api<Pod> = Api::default_namespaced(kube::Client::try_from(config)?);
+        let running = kube::runtime::wait::await_condition(
+            pods.clone(),
+            pod,
+            kube::runtime::conditions::is_pod_running(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), running).await??;
+
+        let log = pods.logs(pod, &LogParams::default()).await?;
+        assert!(log.is_empty() || log.ends_with('\n'), "{log:?}");
+
+        let params = AttachParams::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(false);
+        let mut attached = pods.exec(pod, ["sh", "-c", "tr a-z A-Z"], &params).await?;
+        let mut stdin = attached.stdin().context("exec stdin")?;
+        let mut stdout = attached.stdout().context("exec stdout")?;
+        stdin.write_all(b"shout from kube-rs\n").await?;
+        // Shutting the writer down ends stdin (v5's close signal); a dropped half does not.
+        stdin.shutdown().await?;
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut out)).await??;
+        assert_eq!(out, "SHOUT FROM KUBE-RS\n");
+        tokio::time::timeout(Duration::from_secs(10), attached.join()).await??;
+
+        let mut forwarder = pods.portforward(pod, &[80]).await?;
+        let mut stream = forwarder.take_stream(80).context("port 80's stream")?;
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+            .await?;
+        let mut page = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut page)).await??;
+        assert!(String::from_utf8_lossy(&page).contains(WEB_PAGE));
+        drop(stream);
+        forwarder.abort();
+        anyhow::Ok(())
+    })
 }

@@ -1158,11 +1158,9 @@ pub fn log_tail(path: &Path, lines: usize, max_bytes: usize) -> String {
     let raw = std::fs::read_to_string(path).unwrap_or_default();
     let mut out: Vec<String> = Vec::new();
     let mut partial = String::new();
-    for line in raw.lines() {
-        let mut parts = line.splitn(4, ' ');
-        let (_, _, tag, content) = (parts.next(), parts.next(), parts.next(), parts.next());
-        partial.push_str(content.unwrap_or(""));
-        if tag != Some("P") {
+    for record in raw.lines().filter_map(crate::streaming::logs::parse_record) {
+        partial.push_str(record.content);
+        if !record.partial {
             out.push(std::mem::take(&mut partial));
         }
     }
