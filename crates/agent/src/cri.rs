@@ -304,8 +304,12 @@ impl Cri {
             .image)
     }
 
-    /// Pulls an image; returns its reference.
-    pub async fn pull_image(&self, image: &str) -> Result<String, Error> {
+    /// Pulls an image (with registry credentials, if given); returns its reference.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<api::AuthConfig>,
+    ) -> Result<String, Error> {
         Ok(self
             .images
             .clone()
@@ -314,6 +318,7 @@ impl Cri {
                     image: image.to_owned(),
                     ..Default::default()
                 }),
+                auth,
                 ..Default::default()
             })
             .await

@@ -321,3 +321,63 @@ async fn restarted_agent_adopts_containers_and_removes_deleted_pods() -> anyhow:
     assert_eq!(running.len(), 1, "{running:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_start_hooks_run_and_a_failing_one_restarts_the_container() -> anyhow::Result<()> {
+    let Some(mut env) = Env::start().await? else {
+        return Ok(());
+    };
+    env.start_agent();
+    // The hook's file exists before the container is reported Ready.
+    let pod = env
+        .create_pod(json!({
+            "metadata": {"name": "hooked"},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "app",
+                    "image": agent::images::BUSYBOX_IMAGE,
+                    "command": ["sleep", "3600"],
+                    "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > /tmp/hook"]}}},
+                }],
+            },
+        }))
+        .await?;
+    let pod = env.wait_ready("hooked").await.map(|_| pod)?;
+    let pod = env.pods().get(pod.metadata.name.as_deref().unwrap()).await?;
+    assert_eq!(env.exec(&pod, "app", &["cat", "/tmp/hook"]).await?, "hooked\n");
+
+    // A failing hook kills the container; restartPolicy Always starts it again.
+    env.create_pod(json!({
+        "metadata": {"name": "bad-hook"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": agent::images::BUSYBOX_IMAGE,
+                "command": ["sleep", "3600"],
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 7"]}}},
+            }],
+        },
+    }))
+    .await?;
+    env.wait_pod("bad-hook", Duration::from_secs(40), "a restart", |p| {
+        container_status(p, "app").is_some_and(|s| s.restart_count >= 1)
+    })
+    .await?;
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(env.api.client(), "default");
+    let failed = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedPostStartHook"))
+        .filter_map(|e| e.message)
+        .collect::<Vec<_>>();
+    assert!(
+        failed.iter().any(|m| m.contains("exited with 7")),
+        "{failed:?}"
+    );
+    Ok(())
+}

@@ -31,6 +31,7 @@ mod reviews;
 mod scale;
 pub mod serve;
 pub mod server;
+pub mod service_account_admission;
 pub mod service_alloc;
 pub mod storage;
 mod strategy;

@@ -264,6 +264,8 @@ impl Scope<'_> {
         crate::rbac::escalation::admit(self.cp, &self.kind, &mut obj, None)?;
         if self.kind.group.is_empty() && self.kind.kind == "Pod" {
             crate::priority::admit_pod(self.cp, &mut obj).await?;
+            let namespace = self.namespace.clone().unwrap_or_default();
+            crate::service_account_admission::admit_pod(self.cp, &namespace, &mut obj).await?;
         }
         if self.kind.group == "certificates.k8s.io" && self.kind.kind == "CertificateSigningRequest"
         {

@@ -373,6 +373,32 @@ fn streaming(up: &Up) -> anyhow::Result<()> {
     // exec: output, exit codes, stdin to its end (v5's close signal), a TTY.
     let out = up.kubectl(&["exec", pod, "--", "echo", "hello from exec"])?;
     assert_eq!(out.trim(), "hello from exec");
+    // ServiceAccount admission mounted the API credentials where in-cluster clients look.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let namespace = up.kubectl(&["exec", pod, "--", "cat", &format!("{sa}/namespace")])?;
+    assert_eq!(namespace, "default");
+    let ca = up.kubectl(&["exec", pod, "--", "cat", &format!("{sa}/ca.crt")])?;
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let token = up.kubectl(&["exec", pod, "--", "cat", &format!("{sa}/token")])?;
+    let review = up.kubectl_stdin(
+        // Without --validate=false kubectl wants the protobuf OpenAPI v2 document for
+        // kinds with no PATCH (reviews), which kumo does not serve.
+        &[
+            "create",
+            "--validate=false",
+            "-o",
+            "jsonpath={.status.user.username}",
+            "-f",
+            "-",
+        ],
+        &serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        })
+        .to_string(),
+    )?;
+    assert_eq!(review, "system:serviceaccount:default:default");
     let failed = Command::new("kubectl")
         .args(["exec", pod, "--", "sh", "-c", "echo oops >&2; exit 3"])
         .env("KUBECONFIG", up.data_dir().join("admin.kubeconfig"))

@@ -3,6 +3,7 @@
 
 pub mod env;
 pub mod probes;
+pub mod pull_secrets;
 pub mod spec;
 pub mod status;
 pub mod volumes;

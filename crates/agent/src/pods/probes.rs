@@ -1,7 +1,8 @@
-//! Startup, liveness and readiness probes (exec through CRI, HTTP GET and TCP from the
-//! node), with kubelet's timing: initial delay, period, timeout, success and failure
+//! Startup, liveness and readiness probes (exec through CRI; HTTP(S) GET, TCP and gRPC
+//! health checks from the node), with kubelet's timing: initial delay, period, timeout, success and failure
 //! thresholds, and liveness/readiness held back until the startup probe passes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -190,10 +191,8 @@ pub async fn run(probe: &Probe, target: &Target<'_>) -> Result<(), String> {
             .flatten()
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect();
-        if http.scheme.as_deref() == Some("HTTPS") {
-            return Err("HTTPS probes are not supported by this node".into());
-        }
-        return tokio::time::timeout(timeout, http_get(&host, port, &path, &headers))
+        let tls = http.scheme.as_deref() == Some("HTTPS");
+        return tokio::time::timeout(timeout, http_get(&host, port, &path, &headers, tls))
             .await
             .map_err(|_| format!("timeout after {}s", timeout.as_secs()))?;
     }
@@ -215,8 +214,15 @@ pub async fn run(probe: &Probe, target: &Target<'_>) -> Result<(), String> {
             Err(_) => Err(format!("dial tcp {host}:{port}: timeout")),
         };
     }
-    if probe.grpc.is_some() {
-        return Err("gRPC probes are not supported by this node".into());
+    if let Some(grpc) = &probe.grpc {
+        let port = u16::try_from(grpc.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port {}", grpc.port))?;
+        let service = grpc.service.clone().unwrap_or_default();
+        return tokio::time::timeout(timeout, grpc_health(target.pod_ip, port, service))
+            .await
+            .map_err(|_| format!("timeout: health rpc did not complete within {timeout:?}"))?;
     }
     Err("probe has no handler".into())
 }
@@ -241,21 +247,134 @@ fn port_number(port: &IntOrString, container: &Container) -> Result<u16, String>
         .ok_or_else(|| format!("invalid port {number}"))
 }
 
-/// An HTTP/1.1 GET; a status in [200, 400) is a success, as kubelet counts it.
+/// The gRPC health-checking protocol (`grpc.health.v1.Health/Check`) against the pod:
+/// SERVING is a success.
+async fn grpc_health(pod_ip: &str, port: u16, service: String) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let host = if pod_ip.contains(':') {
+        format!("[{pod_ip}]")
+    } else {
+        pod_ip.to_owned()
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("failed to connect service {host}:{port}: {e}"))?;
+    let response = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service })
+        .await
+        .map_err(|e| format!("health rpc failed: {}", e.message()))?
+        .into_inner();
+    match ServingStatus::try_from(response.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => Err(format!(
+            "service unhealthy (responded with {:?})",
+            other.as_str_name()
+        )),
+        Err(_) => Err(format!("service unhealthy (status {})", response.status)),
+    }
+}
+
+/// Kubelet's HTTPS probes do not verify the server's certificate: a pod's certificate
+/// names its Service, not the pod IP the probe dials.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn probe_tls() -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        })
+        .clone()
+}
+
+/// An HTTP/1.1 GET (over TLS for HTTPS); a status in [200, 400) is a success, as kubelet
+/// counts it.
 pub async fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    tls: bool,
 ) -> Result<(), String> {
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let (mut sender, driver) = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let stream = probe_tls()
+            .connect(name, stream)
             .await
-            .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(connection);
+            .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        (sender, tokio::spawn(async move { connection.await.map(|_| ()) }))
+    } else {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        (sender, tokio::spawn(async move { connection.await.map(|_| ()) }))
+    };
     let host_header = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -293,4 +412,98 @@ pub async fn http_get(
     };
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTPS server with a self-signed certificate: 200 on `/healthz`, 500 elsewhere.
+    async fn https_server() -> u16 {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["pod.example".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(|req: http::Request<_>| async move {
+                        let code = if req.uri().path() == "/healthz" { 200 } else { 500 };
+                        let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *response.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_verification_and_judge_the_status() {
+        let port = https_server().await;
+        http_get("127.0.0.1", port, "/healthz", &[], true)
+            .await
+            .unwrap();
+        let failed = http_get("127.0.0.1", port, "/broken", &[], true)
+            .await
+            .unwrap_err();
+        assert!(failed.contains("statuscode: 500"), "{failed}");
+        // Plain HTTP to a TLS port fails.
+        assert!(http_get("127.0.0.1", port, "/healthz", &[], false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_use_the_health_protocol() {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("ready", tonic_health::ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status("draining", tonic_health::ServingStatus::NotServing)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        grpc_health("127.0.0.1", port, "ready".into()).await.unwrap();
+        // The empty service name is the server as a whole, which the reporter serves.
+        grpc_health("127.0.0.1", port, String::new()).await.unwrap();
+        let failed = grpc_health("127.0.0.1", port, "draining".into())
+            .await
+            .unwrap_err();
+        assert!(
+            failed.contains(ServingStatus::NotServing.as_str_name()),
+            "{failed}"
+        );
+        let unknown = grpc_health("127.0.0.1", port, "nope".into()).await.unwrap_err();
+        assert!(unknown.contains("health rpc failed"), "{unknown}");
+    }
 }

@@ -31,6 +31,10 @@ struct Backoff {
     updated: Instant,
 }
 
+/// The longest a postStart hook may run: upstream sets none, but one hook that never
+/// returns must not wedge the pod's worker forever.
+const POST_START_LIMIT: Duration = Duration::from_secs(600);
+
 pub struct Worker {
     shared: Arc<Shared>,
     pod: Arc<Pod>,
@@ -442,7 +446,8 @@ impl Worker {
             .max(0)
     }
 
-    /// Runs the preStop hook (exec or HTTP), bounded by the grace period.
+    /// Runs the preStop hook, bounded by the grace period; its failure does not stop the
+    /// kill.
     async fn run_pre_stop(&self, container: &Container, id: &str, grace: i64) {
         let Some(hook) = container
             .lifecycle
@@ -452,33 +457,82 @@ impl Worker {
             return;
         };
         let timeout = Duration::from_secs(grace.max(1) as u64);
-        if let Some(exec) = &hook.exec {
-            let command = exec.command.clone().unwrap_or_default();
-            let _ = tokio::time::timeout(
-                timeout,
-                self.shared.cri.exec_sync(id, command, grace.max(1)),
-            )
-            .await;
-        } else if let Some(http) = &hook.http_get {
-            let probe = k8s_openapi::api::core::v1::Probe {
-                http_get: Some(http.clone()),
-                timeout_seconds: Some(grace.max(1) as i32),
-                ..Default::default()
-            };
-            let pod_ip = self
-                .pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .unwrap_or_default();
-            let target = probes::Target {
-                cri: &self.shared.cri,
-                container_id: id,
-                pod_ip: &pod_ip,
-                container,
-            };
-            let _ = probes::run(&probe, &target).await;
+        if let Err(message) = self.run_hook(hook, container, id, timeout).await {
+            self.event(
+                true,
+                "FailedPreStopHook",
+                "Killing",
+                format!("PreStopHook failed: {message}"),
+            );
         }
+    }
+
+    /// Runs a lifecycle hook (exec, HTTP GET or sleep) within `timeout`.
+    async fn run_hook(
+        &self,
+        hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+        container: &Container,
+        id: &str,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        let seconds = timeout.as_secs().max(1) as i64;
+        let run = async {
+            if let Some(exec) = &hook.exec {
+                let command = exec.command.clone().unwrap_or_default();
+                let response = self
+                    .shared
+                    .cri
+                    .exec_sync(id, command.clone(), seconds)
+                    .await
+                    .map_err(|e| e.message())?;
+                if response.exit_code != 0 {
+                    let output = String::from_utf8_lossy(&response.stdout).into_owned()
+                        + &String::from_utf8_lossy(&response.stderr);
+                    return Err(format!(
+                        "Exec lifecycle hook ({command:?}) for Container {:?} in Pod {:?} failed - error: command exited with {}, message: {:?}",
+                        container.name,
+                        self.name(),
+                        response.exit_code,
+                        output.trim()
+                    ));
+                }
+                Ok(())
+            } else if let Some(http) = &hook.http_get {
+                let probe = k8s_openapi::api::core::v1::Probe {
+                    http_get: Some(http.clone()),
+                    timeout_seconds: Some(seconds as i32),
+                    ..Default::default()
+                };
+                let pod_ip = self
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_default();
+                let target = probes::Target {
+                    cri: &self.shared.cri,
+                    container_id: id,
+                    pod_ip: &pod_ip,
+                    container,
+                };
+                probes::run(&probe, &target).await.map_err(|e| {
+                    format!(
+                        "HTTP lifecycle hook ({}) for Container {:?} in Pod {:?} failed - error: {e}",
+                        http.path.as_deref().unwrap_or("/"),
+                        container.name,
+                        self.name()
+                    )
+                })
+            } else if let Some(sleep) = &hook.sleep {
+                tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
+                Ok(())
+            } else {
+                Err("the hook has no handler".into())
+            }
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| Err(format!("the hook did not finish within {timeout:?}")))
     }
 
     /// Pulls the image if the policy says so, creates and starts a container.
@@ -575,6 +629,24 @@ impl Worker {
         self.waiting.remove(&container.name);
         self.trackers.remove(&container.name);
         self.remove_old_containers(&container.name, attempt).await;
+        // postStart runs before the pod moves on (kubelet blocks the same way); a failed
+        // hook kills the container, and the restart policy decides what follows.
+        if let Some(hook) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            && let Err(message) = self.run_hook(hook, container, &id, POST_START_LIMIT).await
+        {
+            self.event(
+                true,
+                "FailedPostStartHook",
+                "Starting",
+                format!("PostStartHook failed: {message}"),
+            );
+            if let Err(e) = self.kill(container, &id, None).await {
+                tracing::warn!(pod = %self.name(), container = %container.name, error = %e, "killing after a failed postStart hook");
+            }
+        }
         Ok(())
     }
 
@@ -646,7 +718,7 @@ impl Worker {
             format!("Pulling image {image:?}"),
         );
         let started = Instant::now();
-        match cri.pull_image(&image).await {
+        match self.pull(&image).await {
             Ok(_) => {
                 self.backoff.remove(&key);
                 self.event(
@@ -682,6 +754,34 @@ impl Worker {
                 Err(("ErrImagePull".into(), message))
             }
         }
+    }
+
+    /// Pulls with each matching imagePullSecret credential in turn (anonymously when none
+    /// matches), as kubelet does; the last failure is the answer.
+    async fn pull(&self, image: &str) -> std::result::Result<String, crate::cri::Error> {
+        let secrets = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default();
+        let credentials = if secrets.is_empty() {
+            Vec::new()
+        } else {
+            super::pull_secrets::credentials(&self.shared.client, self.namespace(), &secrets, image)
+                .await
+        };
+        if credentials.is_empty() {
+            return self.shared.cri.pull_image(image, None).await;
+        }
+        let mut last = None;
+        for auth in credentials {
+            match self.shared.cri.pull_image(image, Some(auth)).await {
+                Ok(reference) => return Ok(reference),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one credential was tried"))
     }
 
     async fn container_config(
