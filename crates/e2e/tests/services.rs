@@ -241,3 +241,28 @@ fn the_service_cidr_is_configurable() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_node_port_range_is_configurable() -> anyhow::Result<()> {
+    let kumo = Kumo::start_with(&["--service-node-port-range", "31000-31001"])?;
+    for name in ["a", "b"] {
+        kumo.kubectl(&["create", "service", "nodeport", name, "--tcp=80"])?;
+        let port = jsonpath(&kumo, &["svc", name], "{.spec.ports[0].nodePort}")?;
+        assert!(["31000", "31001"].contains(&port.as_str()), "{port}");
+    }
+    // The range is used up, and ports outside it are refused.
+    let err = kumo.kubectl_fails(&["create", "service", "nodeport", "c", "--tcp=80"])?;
+    assert!(err.contains("range is full"), "{err}");
+    let err = kumo.kubectl_fails(&[
+        "create",
+        "service",
+        "nodeport",
+        "d",
+        "--tcp=80",
+        "--node-port=30080",
+    ])?;
+    assert!(err.contains("31000-31001"), "{err}");
+    // A malformed range stops the server from starting.
+    assert!(Kumo::start_with(&["--service-node-port-range", "32000-31000"]).is_err());
+    Ok(())
+}

@@ -56,6 +56,9 @@ pub struct ServerArgs {
     /// the `kubernetes` Service's.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: ipnet::IpNet,
+    /// Where NodePorts come from, inclusive (`FROM-TO`).
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: (u16, u16),
     /// The address the `kubernetes` Service's endpoints point at; default: the listen
     /// address (loopback when that is a wildcard).
     #[arg(long)]
@@ -230,13 +233,31 @@ fn service_network(
         .unwrap_or_else(|| client_address(local).ip());
     let network = apiserver::service_alloc::ServiceNetwork {
         cidr: args.service_cidr,
+        node_ports: args.service_node_port_range,
         advertise: Some(SocketAddr::new(advertise, local.port())),
         ..Default::default()
     };
     network
         .validate()
-        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--service-cidr/--service-node-port-range: {e}"))?;
     Ok(network)
+}
+
+/// `30000-32767` → (30000, 32767).
+fn parse_port_range(raw: &str) -> Result<(u16, u16), String> {
+    let (from, to) = raw
+        .split_once('-')
+        .ok_or_else(|| format!("{raw:?} is not a range FROM-TO"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port number"))
+    };
+    let (from, to) = (port(from)?, port(to)?);
+    if from == 0 || from > to {
+        return Err(format!("{raw:?}: the range must be 1-65535 and FROM ≤ TO"));
+    }
+    Ok((from, to))
 }
 
 /// The names and addresses clients use to reach the server.
