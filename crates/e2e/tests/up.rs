@@ -345,9 +345,11 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
     assert_eq!(phase.trim(), "Succeeded", "client log:\n{log}");
     assert!(log.contains(WEB_PAGE), "client log:\n{log}");
 
+    node_ports_and_readiness(up)?;
+
     // Remove the pods while the node runs, so the agent tears their sandboxes down.
     up.kubectl(&["delete", "deployment", "web"])?;
-    up.kubectl(&["delete", "pod", "client", "--grace-period=1"])?;
+    up.kubectl(&["delete", "pod", "client", "ready", "--grace-period=1"])?;
     up.wait_for(
         "pods gone",
         Duration::from_secs(20),
@@ -661,4 +663,101 @@ fn kube_rs_flows(up: &Up, pod: &str) -> anyhow::Result<()> {
         forwarder.abort();
         anyhow::Ok(())
     })
+}
+
+/// A NodePort answers on the node's address and follows the Deployment's scale (refused
+/// at zero); a readiness failure takes the pod out of its Service's endpoints quickly.
+fn node_ports_and_readiness(up: &Up) -> anyhow::Result<()> {
+    up.kubectl(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type=NodePort",
+        "--port=80",
+        "--name=web-np",
+    ])?;
+    let node_port = up.kubectl(&[
+        "get",
+        "svc",
+        "web-np",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ])?;
+    let node_ip = up.kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ])?;
+    let address = format!("{node_ip}:{node_port}");
+    let serves = || http_get(&address).is_ok_and(|page| page.contains(WEB_PAGE));
+    anyhow::ensure!(
+        e2e::eventually(Duration::from_secs(15), serves),
+        "NodePort {address} never served the page"
+    );
+    up.kubectl(&["scale", "deployment", "web", "--replicas=0"])?;
+    let refused = || {
+        matches!(
+            std::net::TcpStream::connect_timeout(&address.parse().expect("address"), Duration::from_secs(1)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    };
+    anyhow::ensure!(
+        e2e::eventually(Duration::from_secs(30), refused),
+        "NodePort {address} still accepts connections with no endpoints"
+    );
+    up.kubectl(&["scale", "deployment", "web", "--replicas=1"])?;
+    anyhow::ensure!(
+        e2e::eventually(Duration::from_secs(30), serves),
+        "NodePort {address} did not come back after scaling up"
+    );
+
+    // Readiness: probed every second, out after one failure.
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ready", "labels": {"app": "ready"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": BUSYBOX_IMAGE,
+                "command": ["sh", "-c", "touch /tmp/ready; exec sleep 3600"],
+                "readinessProbe": {
+                    "exec": {"command": ["cat", "/tmp/ready"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            }],
+        },
+    });
+    up.kubectl_stdin(&["create", "-f", "-"], &pod.to_string())?;
+    up.kubectl(&["expose", "pod", "ready", "--port=80"])?;
+    let endpoint_ready = || {
+        up.kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=ready",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].conditions.ready}",
+        ])
+        .unwrap_or_default()
+    };
+    anyhow::ensure!(
+        e2e::eventually(Duration::from_secs(30), || endpoint_ready() == "true"),
+        "the ready pod's endpoint never became ready"
+    );
+    up.kubectl(&["exec", "ready", "--", "rm", "/tmp/ready"])?;
+    let failed = Instant::now();
+    anyhow::ensure!(
+        e2e::eventually(Duration::from_secs(10), || endpoint_ready() == "false"),
+        "the endpoint stayed ready after the probe failed"
+    );
+    // One probe period to notice, then status → EndpointSlice; kubectl's own polling
+    // adds to what is measured here.
+    let took = failed.elapsed();
+    eprintln!("readiness failure to endpoint not ready: {took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    Ok(())
 }
