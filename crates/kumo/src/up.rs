@@ -43,7 +43,9 @@ pub struct UpArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// Addresses LoadBalancer Services get their ingress IP from (none: they stay pending).
+    /// Addresses LoadBalancer Services get their ingress IP from (none: they stay pending);
+    /// the node holds the ones it announces on `lo` (label `lo:kumo`), so a pool on the
+    /// node's LAN is reachable from its neighbours.
     #[arg(long = "load-balancer-pool", value_delimiter = ',')]
     pub load_balancer_pool: Vec<ipnet::IpNet>,
     /// The containerd binary.
@@ -127,6 +129,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node_name: node_name.clone(),
             node_ips: vec![node_ip],
             cluster_cidrs: vec![args.cluster_cidr],
+            announce_label: (!args.load_balancer_pool.is_empty()).then(|| "lo:kumo".to_owned()),
             load_balancer_pool: args.load_balancer_pool,
             ..Default::default()
         },

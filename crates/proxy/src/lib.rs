@@ -3,10 +3,11 @@
 //! `ip6 kumo`), applied atomically with `nft -f` whenever the rules change, debounced so a
 //! burst of endpoint updates costs one transaction and reaches the kernel well within a
 //! second. With a LoadBalancer pool configured, the proxy also gives LoadBalancer Services
-//! their ingress IP.
+//! their ingress IP ([`loadbalancer`]) and announces it from one node ([`announce`]).
 //!
 //! [`run`] is the whole component.
 
+pub mod announce;
 pub mod loadbalancer;
 pub mod model;
 pub mod nft;
@@ -43,6 +44,11 @@ pub struct Config {
     pub nft_command: Vec<String>,
     /// Addresses LoadBalancer Services get their ingress IP from; none leaves them pending.
     pub load_balancer_pool: Vec<IpNet>,
+    /// The loopback label (`lo:kumo`) under which this node holds the LoadBalancer
+    /// addresses it announces (none: addresses are not announced).
+    pub announce_label: Option<String>,
+    /// The ip command (`["ip"]`; tests prefix `ip netns exec NAME`).
+    pub ip_command: Vec<String>,
     /// How long a sync waits for more changes before writing rules.
     pub debounce: Duration,
 }
@@ -55,6 +61,8 @@ impl Default for Config {
             cluster_cidrs: Vec::new(),
             nft_command: vec!["nft".into()],
             load_balancer_pool: Vec::new(),
+            announce_label: None,
+            ip_command: vec!["ip".into()],
             debounce: Duration::from_millis(50),
         }
     }
@@ -92,6 +100,10 @@ async fn sync_loop(
         cluster_cidrs: config.cluster_cidrs.clone(),
     };
     let assigner = loadbalancer::Assigner::new(client, config.load_balancer_pool.clone());
+    let mut announcer = config
+        .announce_label
+        .as_deref()
+        .map(|label| announce::Announcer::new(label, config.ip_command.clone()));
     let mut applied: HashMap<Family, Ruleset> = HashMap::new();
     tracing::info!(node = %config.node_name, "service proxy synced its caches");
     loop {
@@ -103,6 +115,18 @@ async fn sync_loop(
             &slice_state.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
         );
         let mut failed = false;
+        if let Some(announcer) = announcer.as_mut() {
+            let wanted = announce::wanted(
+                &config.node_name,
+                &config.load_balancer_pool,
+                &service_state,
+                &slice_state,
+            );
+            if let Err(e) = announcer.sync(&wanted).await {
+                tracing::warn!(error = %e, "announcing LoadBalancer addresses failed");
+                failed = true;
+            }
+        }
         for family in [Family::V4, Family::V6] {
             let wanted = ruleset::build(family, &node, &ports);
             if applied.get(&family) == Some(&wanted) {

@@ -285,3 +285,105 @@ async fn apply_in(ns: &Netns, script: &str) {
         panic!("{e}\n--- script ---\n{script}");
     }
 }
+
+/// The node holds a LoadBalancer address while it announces it: a neighbour on the node's
+/// link reaches the Service through it (ARP answered by the node), and the address goes
+/// away when the Service has no ready endpoint left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_addresses_are_announced_on_the_node() {
+    let net = Network::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let api = apiserver::testing::InProcess::start(dir.path())
+        .await
+        .expect("API server");
+    let services: Api<Service> = Api::namespaced(api.client(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(api.client(), "default");
+    let lb: Service = serde_json::from_value(json!({
+        "metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.60", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .expect("service");
+    services
+        .create(&PostParams::default(), &lb)
+        .await
+        .expect("service");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "lb-1", "labels": {"kubernetes.io/service-name": "lb"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints(&[ready(), ready()]),
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }))
+    .expect("slice");
+    slices
+        .create(&PostParams::default(), &slice)
+        .await
+        .expect("slice");
+    // The pool is on the node's link, as with MetalLB's layer 2: the client does not route
+    // it through the node, it asks on the link who has it.
+    let address = "192.168.77.100";
+    let netns_ip = |tool: &str| -> Vec<String> {
+        ["ip", "netns", "exec", &net.node.name, tool]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let config = proxy::Config {
+        node_name: "node-a".into(),
+        node_ips: vec![NODE_IP.parse().expect("ip")],
+        cluster_cidrs: vec!["10.99.0.0/24".parse().expect("cidr")],
+        nft_command: netns_ip("nft"),
+        ip_command: netns_ip("ip"),
+        load_balancer_pool: vec![format!("{address}/32").parse().expect("pool")],
+        announce_label: Some("lo:kumo".into()),
+        ..Default::default()
+    };
+    let _proxy = Task(tokio::spawn(proxy::run(api.client(), config)));
+
+    let url = format!("http://{address}/");
+    until(&net.client, &url, Duration::from_secs(10), is_page).await;
+    let ingress = services
+        .get("lb")
+        .await
+        .expect("lb")
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .unwrap_or_default();
+    assert_eq!(ingress[0].ip.as_deref(), Some(address));
+
+    // No ready endpoint: the node stops holding the address.
+    slices
+        .patch(
+            "lb-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"endpoints": endpoints(&[Value::Null, Value::Null])})),
+        )
+        .await
+        .expect("patch slice");
+    let held = || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.node.name,
+                "ip",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "kumo-lb",
+            ])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).contains(address)
+    };
+    let started = Instant::now();
+    while held() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the address is still announced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
