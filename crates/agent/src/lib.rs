@@ -8,6 +8,7 @@
 //! - [`cri`]: the CRI v1 gRPC client.
 //! - [`node`]: Node registration, Lease and conditions.
 //! - [`pods`]: the pod watch and one worker per pod.
+//! - [`routes`]: routes to the other nodes' pod CIDRs (host-gateway pod network).
 //! - [`tunnel`]: the connection to the API server that carries logs, exec, attach and
 //!   port-forward; [`streaming`] serves them.
 
@@ -16,6 +17,7 @@ pub mod cri;
 pub mod images;
 pub mod node;
 pub mod pods;
+pub mod routes;
 pub mod streaming;
 pub mod tunnel;
 
@@ -58,6 +60,9 @@ pub struct Config {
     pub lease_renew_interval: Duration,
     /// How often node status is posted when nothing changed.
     pub status_report_interval: Duration,
+    /// Whether to route to the other nodes' pod CIDRs via their InternalIPs (off for
+    /// agents sharing a host in tests; `kumo agent` and `kumo up` turn it on).
+    pub node_routes: bool,
 }
 
 impl Config {
@@ -78,6 +83,7 @@ impl Config {
             lease_duration_seconds: 40,
             lease_renew_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(60),
+            node_routes: false,
         }
     }
 }
@@ -122,7 +128,21 @@ pub async fn run(client: kube::Client, cri: cri::Cri, config: Config) -> anyhow:
         r = node::run(&shared) => r,
         r = pods::run(shared.clone()) => r,
         r = tunnel::run(shared.clone()) => r,
+        r = node_routes(&shared) => r,
     }
+}
+
+async fn node_routes(shared: &Shared) -> anyhow::Result<()> {
+    if !shared.config.node_routes {
+        return std::future::pending().await;
+    }
+    let router = routes::Router::new(vec!["ip".into()]);
+    routes::run(
+        shared.client.clone(),
+        shared.config.node_name.clone(),
+        router,
+    )
+    .await
 }
 
 /// The API client of the agent, from a kubeconfig (a node identity `system:node:<name>`

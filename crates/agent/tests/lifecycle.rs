@@ -344,8 +344,14 @@ async fn post_start_hooks_run_and_a_failing_one_restarts_the_container() -> anyh
         }))
         .await?;
     let pod = env.wait_ready("hooked").await.map(|_| pod)?;
-    let pod = env.pods().get(pod.metadata.name.as_deref().unwrap()).await?;
-    assert_eq!(env.exec(&pod, "app", &["cat", "/tmp/hook"]).await?, "hooked\n");
+    let pod = env
+        .pods()
+        .get(pod.metadata.name.as_deref().unwrap())
+        .await?;
+    assert_eq!(
+        env.exec(&pod, "app", &["cat", "/tmp/hook"]).await?,
+        "hooked\n"
+    );
 
     // A failing hook kills the container; restartPolicy Always starts it again.
     env.create_pod(json!({

@@ -127,6 +127,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.node_ip = args.node_ip;
     config.cluster_dns = args.cluster_dns;
     config.cluster_domain = args.cluster_domain;
+    config.node_routes = true;
     tracing::info!(node = %node_name, cri = %socket.display(), "agent running");
     let shutdown = crate::signal::shutdown();
     tokio::pin!(shutdown);

@@ -322,9 +322,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -367,13 +365,19 @@ pub async fn http_get(
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .map_err(|e| e.to_string())?;
-        (sender, tokio::spawn(async move { connection.await.map(|_| ()) }))
+        (
+            sender,
+            tokio::spawn(async move { connection.await.map(|_| ()) }),
+        )
     } else {
         let (sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .map_err(|e| e.to_string())?;
-        (sender, tokio::spawn(async move { connection.await.map(|_| ()) }))
+        (
+            sender,
+            tokio::spawn(async move { connection.await.map(|_| ()) }),
+        )
     };
     let host_header = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -447,8 +451,13 @@ mod tests {
                         return;
                     };
                     let service = hyper::service::service_fn(|req: http::Request<_>| async move {
-                        let code = if req.uri().path() == "/healthz" { 200 } else { 500 };
-                        let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        let code = if req.uri().path() == "/healthz" {
+                            200
+                        } else {
+                            500
+                        };
+                        let mut response =
+                            http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
                         *response.status_mut() = http::StatusCode::from_u16(code).unwrap();
                         Ok::<_, std::convert::Infallible>(response)
                     });
@@ -472,7 +481,11 @@ mod tests {
             .unwrap_err();
         assert!(failed.contains("statuscode: 500"), "{failed}");
         // Plain HTTP to a TLS port fails.
-        assert!(http_get("127.0.0.1", port, "/healthz", &[], false).await.is_err());
+        assert!(
+            http_get("127.0.0.1", port, "/healthz", &[], false)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -493,7 +506,9 @@ mod tests {
                 .add_service(service)
                 .serve_with_incoming(incoming),
         );
-        grpc_health("127.0.0.1", port, "ready".into()).await.unwrap();
+        grpc_health("127.0.0.1", port, "ready".into())
+            .await
+            .unwrap();
         // The empty service name is the server as a whole, which the reporter serves.
         grpc_health("127.0.0.1", port, String::new()).await.unwrap();
         let failed = grpc_health("127.0.0.1", port, "draining".into())
@@ -503,7 +518,9 @@ mod tests {
             failed.contains(ServingStatus::NotServing.as_str_name()),
             "{failed}"
         );
-        let unknown = grpc_health("127.0.0.1", port, "nope".into()).await.unwrap_err();
+        let unknown = grpc_health("127.0.0.1", port, "nope".into())
+            .await
+            .unwrap_err();
         assert!(unknown.contains("health rpc failed"), "{unknown}");
     }
 }

@@ -227,7 +227,10 @@ mod tests {
         };
         assert_eq!(users("registry.local:5000/team/app:1"), ["team", "host"]);
         assert_eq!(users("registry.local:5000/other/app"), ["host"]);
-        assert!(users("registry.local/team/app").is_empty(), "the port must match");
+        assert!(
+            users("registry.local/team/app").is_empty(),
+            "the port must match"
+        );
         assert_eq!(users("images.corp.example/app:2"), ["wild"]);
         assert!(users("a.b.corp.example/app").is_empty(), "* is one label");
         assert_eq!(users("busybox:1.36"), ["hub"]);
