@@ -222,10 +222,18 @@ pub async fn register(shared: &Shared) -> anyhow::Result<()> {
         system_info(&shared.facts).architecture,
     );
     let status = node_status(shared).await;
+    // Where the local-path provisioner puts this node's volumes.
+    let storage_annotation = (
+        crate::pods::volumes::STORAGE_DIR_ANNOTATION.to_owned(),
+        crate::pods::volumes::storage_dir(&config.data_dir)
+            .display()
+            .to_string(),
+    );
     let node = Node {
         metadata: ObjectMeta {
             name: Some(config.node_name.clone()),
             labels: Some(labels),
+            annotations: Some([storage_annotation.clone()].into()),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -238,6 +246,13 @@ pub async fn register(shared: &Shared) -> anyhow::Result<()> {
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = %config.node_name, "registered node"),
         Err(kube::Error::Api(s)) if s.code == 409 => {
+            let (key, dir) = &storage_annotation;
+            api.patch(
+                &config.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: dir}}})),
+            )
+            .await?;
             api.patch_status(
                 &config.node_name,
                 &PatchParams::default(),

@@ -34,6 +34,7 @@ pub mod server;
 pub mod service_account_admission;
 pub mod service_alloc;
 pub mod storage;
+mod storage_class;
 mod strategy;
 pub mod testing;
 mod validation;

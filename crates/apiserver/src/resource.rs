@@ -267,6 +267,9 @@ impl Scope<'_> {
             let namespace = self.namespace.clone().unwrap_or_default();
             crate::service_account_admission::admit_pod(self.cp, &namespace, &mut obj).await?;
         }
+        if self.kind.group.is_empty() && self.kind.kind == "PersistentVolumeClaim" {
+            crate::storage_class::admit_claim(self.cp, &mut obj).await?;
+        }
         if self.kind.group == "certificates.k8s.io" && self.kind.kind == "CertificateSigningRequest"
         {
             // Who asks is recorded by the server, never taken from the request.

@@ -86,8 +86,9 @@ impl ApiServer {
     }
 
     /// Creates what every cluster has from the start (the system namespaces, the system
-    /// priority classes and the default RBAC policy) through the normal request pipeline;
-    /// existing namespaces and classes are left alone, the default policy is reconciled.
+    /// priority classes, the default `local-path` StorageClass and the default RBAC
+    /// policy) through the normal request pipeline; existing namespaces and classes are
+    /// left alone, the default policy is reconciled.
     pub async fn bootstrap(&self, cluster: &str) -> Result<(), ApiError> {
         let prefix = if cluster == request::DEFAULT_CLUSTER {
             String::new()
@@ -108,7 +109,15 @@ impl ApiServer {
                     class,
                 )
             });
-        for (path, body) in namespaces.chain(classes).collect::<Vec<_>>() {
+        let storage_classes = std::iter::once((
+            format!("{prefix}/apis/storage.k8s.io/v1/storageclasses"),
+            crate::storage_class::local_path_class(),
+        ));
+        for (path, body) in namespaces
+            .chain(classes)
+            .chain(storage_classes)
+            .collect::<Vec<_>>()
+        {
             let req = Request::post(&path)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body.to_string())))

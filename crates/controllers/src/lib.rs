@@ -19,8 +19,10 @@ use kube::runtime::events::{Recorder, Reporter};
 
 pub mod certificates;
 pub mod leader;
+pub mod local_path;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod persistent_volume;
 pub mod pods;
 
 mod controller_revision;
@@ -89,6 +91,10 @@ const LOOPS: &[(&str, Loop)] = &[
     ("daemonset", |c| Box::pin(daemonset::run(c))),
     ("disruption", |c| Box::pin(disruption::run(c))),
     ("resourcequota", |c| Box::pin(resource_quota::run(c))),
+    ("persistentvolume-binder", |c| {
+        Box::pin(persistent_volume::run(c))
+    }),
+    ("local-path-provisioner", |c| Box::pin(local_path::run(c))),
 ];
 
 /// Runs every loop for one cluster until the future is dropped (when leadership is lost).

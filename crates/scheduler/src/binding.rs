@@ -1,4 +1,5 @@
-//! Binding: POST of a core/v1 `Binding` to `pods/<name>/binding`, run in a background
+//! Binding: PreBind (claims waiting for their first consumer learn the node), then a
+//! POST of a core/v1 `Binding` to `pods/<name>/binding`, run in a background
 //! task per pod so that the next pod is scheduled while the binding is in flight. On
 //! failure the assumed pod is forgotten and the pod backs off for another attempt.
 
@@ -33,15 +34,23 @@ pub struct Binder {
 }
 
 impl Binder {
-    /// Binds `pod` (assumed on `node`) in the background.
-    pub async fn spawn(&self, pod: QueuedPod, node: String) {
+    /// Binds `pod` (assumed on `node`) in the background, after annotating the
+    /// `claims` (namespace, name) that wait for their first consumer with the node
+    /// (VolumeBinding's PreBind).
+    pub async fn spawn(&self, pod: QueuedPod, node: String, claims: Vec<(String, String)>) {
         let permit = match self.slots.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return,
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let result = bind(&this.client, &pod.info.pod, &node).await;
+            // A claim that cannot be annotated (deleted meanwhile, say) is a failure
+            // to retry, never mistaken for the pod being bound or gone.
+            let (result, pre_bound) =
+                match crate::volumes::annotate_selected_node(&this.client, &claims, &node).await {
+                    Ok(()) => (bind(&this.client, &pod.info.pod, &node).await, true),
+                    Err(e) => (Err(e), false),
+                };
             drop(permit);
             let key = &pod.info.key;
             match result {
@@ -51,8 +60,8 @@ impl Binder {
                 }
                 Err(e) => {
                     lock(&this.cache).forget(&pod.info.uid);
-                    let already_bound =
-                        matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 404);
+                    let already_bound = pre_bound
+                        && matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 404);
                     if already_bound {
                         // Bound by someone else or deleted: the informer brings the truth.
                         this.queue.done(key);

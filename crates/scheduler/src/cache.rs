@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::info::{NodeInfo, PodInfo, PriorityClasses};
 use crate::selectors::Labels;
+use crate::volumes::Volumes;
 
 /// Label whose value is a node's zone, used to interleave zones in the node order.
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -38,6 +39,8 @@ pub struct Cache {
     images_changed: bool,
     /// PriorityClasses, to resolve pods' priorities.
     pub priority_classes: PriorityClasses,
+    volumes: Arc<Volumes>,
+    volumes_changed: bool,
 }
 
 impl Cache {
@@ -161,6 +164,12 @@ impl Cache {
         self.namespaces_changed = true;
     }
 
+    /// Changes the claims, volumes and classes.
+    pub fn update_volumes(&mut self, change: impl FnOnce(&mut Volumes)) {
+        change(Arc::make_mut(&mut self.volumes));
+        self.volumes_changed = true;
+    }
+
     /// How many pods the cache holds (bound and assumed).
     pub fn pod_count(&self) -> usize {
         self.pods.len()
@@ -194,6 +203,10 @@ impl Cache {
         if self.namespaces_changed {
             snapshot.namespaces = self.namespaces.clone();
             self.namespaces_changed = false;
+        }
+        if self.volumes_changed {
+            snapshot.volumes = self.volumes.clone();
+            self.volumes_changed = false;
         }
         if self.images_changed {
             snapshot.image_nodes = Arc::new(self.image_nodes.clone());
@@ -242,6 +255,8 @@ pub struct Snapshot {
     pub pods_with_affinity: usize,
     /// Pods with a required anti-affinity term, over all nodes.
     pub pods_with_required_anti_affinity: usize,
+    /// PersistentVolumeClaims, PersistentVolumes and StorageClasses.
+    pub volumes: Arc<Volumes>,
 }
 
 impl Snapshot {

@@ -1,4 +1,5 @@
-//! Informers: list-and-watch streams of pods, nodes, namespaces and PriorityClasses that
+//! Informers: list-and-watch streams of pods, nodes, namespaces, PriorityClasses and the
+//! volume kinds (claims, volumes, storage classes) that
 //! keep the cache and the queue current, and turn changes into the cluster events that
 //! move unschedulable pods back to the queue.
 
@@ -6,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
@@ -458,4 +460,83 @@ pub async fn pods(
     )
     .await;
     gates.abort();
+}
+
+/// Keeps PersistentVolumeClaims, PersistentVolumes and StorageClasses in the cache; each
+/// change may let pods rejected by VolumeBinding fit.
+pub async fn volumes(
+    client: Client,
+    cache: Arc<Mutex<Cache>>,
+    queue: Arc<SchedulingQueue>,
+    synced: Synced,
+) {
+    let parts = [Synced::default(), Synced::default(), Synced::default()];
+    let helps = Plugins::of(&[Plugin::VolumeBinding]);
+    let claims = for_each_change(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+        parts[0].clone(),
+        |change| {
+            lock(&cache).update_volumes(|v| match change {
+                Change::Apply(claim) => v.set_claim(claim),
+                Change::Delete(claim) => v.remove_claim(&key_of(&claim)),
+                Change::Relisted(seen) => {
+                    for key in v.claim_keys() {
+                        if !seen.contains(&key) {
+                            v.remove_claim(&key);
+                        }
+                    }
+                }
+            });
+            queue.move_for_event(helps);
+        },
+    );
+    let volumes = for_each_change(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+        parts[1].clone(),
+        |change| {
+            lock(&cache).update_volumes(|v| match change {
+                Change::Apply(pv) => v.set_volume(pv),
+                Change::Delete(pv) => v.remove_volume(pv.metadata.name.as_deref().unwrap_or("")),
+                Change::Relisted(seen) => {
+                    for name in v.volume_names() {
+                        if !seen.contains(&format!("/{name}")) {
+                            v.remove_volume(&name);
+                        }
+                    }
+                }
+            });
+            queue.move_for_event(helps);
+        },
+    );
+    let classes = for_each_change(
+        Api::<StorageClass>::all(client),
+        watcher::Config::default(),
+        parts[2].clone(),
+        |change| {
+            lock(&cache).update_volumes(|v| match change {
+                Change::Apply(class) => v.set_class(class),
+                Change::Delete(class) => {
+                    v.remove_class(class.metadata.name.as_deref().unwrap_or(""))
+                }
+                Change::Relisted(seen) => {
+                    for name in v.class_names() {
+                        if !seen.contains(&format!("/{name}")) {
+                            v.remove_class(&name);
+                        }
+                    }
+                }
+            });
+            queue.move_for_event(helps);
+        },
+    );
+    let all_synced = async {
+        for part in &parts {
+            part.wait().await;
+        }
+        synced.raise();
+        std::future::pending::<()>().await;
+    };
+    futures::join!(claims, volumes, classes, all_synced);
 }

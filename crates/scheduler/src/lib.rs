@@ -2,9 +2,9 @@
 //!
 //! Informers ([`informers`]) keep a cache of nodes and the pods on them ([`cache`]) and a
 //! queue of pending pods ([`queue`]). The scheduling loop ([`schedule_one`]) pops the most
-//! important pod, runs the filters ([`filters`]) over a snapshot, scores the feasible
-//! nodes ([`scoring`]), assumes the pod on the best one and binds it in the background
-//! ([`binding`]). A pod that fits nowhere may preempt lower-priority pods
+//! important pod, runs the filters ([`filters`], with the pod's claims from [`volumes`])
+//! over a snapshot, scores the feasible nodes ([`scoring`]), assumes the pod on the best
+//! one and binds it in the background ([`binding`]). A pod that fits nowhere may preempt lower-priority pods
 //! ([`preemption`]); its failure is reported as a condition and an Event ([`report`]).
 //!
 //! Like the controllers, the scheduler is written against kube-rs only; inside `kumo
@@ -22,6 +22,7 @@ pub mod resources;
 pub mod schedule_one;
 pub mod scoring;
 pub mod selectors;
+pub mod volumes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +64,23 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     {
         tracing::warn!(
             "PriorityClasses not listed yet; pods without spec.priority count as priority 0 until they are"
+        );
+    }
+
+    // Claims, volumes and classes likewise: until listed, pods with claims wait.
+    let volumes_synced = Synced::default();
+    tasks.spawn(informers::volumes(
+        client.clone(),
+        cache.clone(),
+        queue.clone(),
+        volumes_synced.clone(),
+    ));
+    if tokio::time::timeout(PRIORITY_CLASS_SYNC_TIMEOUT, volumes_synced.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "PersistentVolumeClaims, PersistentVolumes or StorageClasses not listed yet"
         );
     }
 

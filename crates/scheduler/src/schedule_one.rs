@@ -121,7 +121,11 @@ impl Scheduler {
                 ));
                 lock(&self.cache).assume(assumed);
                 tracing::debug!(pod = %info.key, node = %node, "assumed");
-                self.binder.spawn(queued, node).await;
+                let claims = match &state.volumes {
+                    Ok(Some(volumes)) => volumes.claims_to_annotate(),
+                    _ => Vec::new(),
+                };
+                self.binder.spawn(queued, node, claims).await;
             }
             Err(Failure::NoNodes) => {
                 let message = "no nodes available to schedule pods";
@@ -194,6 +198,23 @@ impl Scheduler {
         let num_nodes = self.snapshot.nodes.len();
         if num_nodes == 0 {
             return Err(Failure::NoNodes);
+        }
+        if let Err(reason) = &state.volumes {
+            // PreFilter rejected the pod: no node is worth a look.
+            let rejection = filters::Rejection {
+                plugin: filters::Plugin::VolumeBinding,
+                code: filters::Code::UnschedulableAndUnresolvable,
+                reasons: vec![reason.clone()],
+            };
+            return Err(Failure::Unschedulable(Diagnosis {
+                rejections: self
+                    .snapshot
+                    .nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), rejection.clone()))
+                    .collect(),
+                pre_filter: Some(reason.clone()),
+            }));
         }
         let pod = &state.pod;
         let check_nominations = self.queue.has_nominations();

@@ -2,7 +2,14 @@
 //! (`pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`): emptyDir (a directory, or tmpfs
 //! for medium Memory), hostPath, and the API-backed volumes (configMap, secret,
 //! downwardAPI, projected with service-account tokens) written with kubelet's atomic
-//! writer layout, so a refresh swaps every file at once.
+//! writer layout, so a refresh swaps every file at once, and persistentVolumeClaim
+//! (claim → bound volume → its `local` or `hostPath` directory on this node).
+//!
+//! A claim's volume appears in the pod directory as a symlink to the volume's directory
+//! (the runtime resolves it when mounting), so removing the pod directory never touches
+//! the data. Volumes of the local-path provisioner live under [`storage_dir`], which the
+//! Node publishes in [`STORAGE_DIR_ANNOTATION`]; their directory is created (mode 0777,
+//! as local-path does) when a pod first uses it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -10,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Secret, ServiceAccount, Volume, VolumeMount,
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Secret,
+    ServiceAccount, Volume, VolumeMount,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -20,6 +28,17 @@ use crate::cri::api;
 
 /// One file of an API-backed volume: contents and mode.
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+/// The Node annotation with the node's storage directory, which the local-path
+/// provisioner reads (the controllers' `local_path::STORAGE_DIR_ANNOTATION`).
+pub const STORAGE_DIR_ANNOTATION: &str = "kumo.dev/storage-dir";
+/// The provisioner whose volumes the node creates on first use.
+const LOCAL_PATH_PROVISIONER: &str = "kumo.dev/local-path";
+
+/// Where the local-path provisioner's volumes live on this node: `DATA/storage`.
+pub fn storage_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("storage")
+}
 
 /// The pod's directory: `DATA/pods/<uid>`.
 pub fn pod_dir(data_dir: &Path, uid: &str) -> PathBuf {
@@ -41,6 +60,8 @@ pub fn volume_path(pod_dir: &Path, volume: &Volume) -> PathBuf {
         "downward-api"
     } else if volume.projected.is_some() {
         "projected"
+    } else if volume.persistent_volume_claim.is_some() {
+        "pvc"
     } else {
         "unsupported"
     };
@@ -147,11 +168,9 @@ pub async fn set_up(ctx: &PodContext<'_>, pod_dir: &Path) -> Result<Option<jiff:
                 }
             }
             atomic_write(&path, &files)?;
-        } else if volume.persistent_volume_claim.is_some() {
-            return Err(Error::config(format!(
-                "volume {:?}: persistentVolumeClaim volumes are not supported by this node",
-                volume.name
-            )));
+        } else if let Some(source) = &volume.persistent_volume_claim {
+            let target = claimed_volume_dir(ctx, &source.claim_name).await?;
+            link(&path, &target)?;
         } else {
             return Err(Error::config(format!(
                 "volume {:?}: unsupported volume type",
@@ -212,15 +231,104 @@ pub fn container_mounts(
             Some("Bidirectional") => api::MountPropagation::PropagationBidirectional,
             _ => api::MountPropagation::PropagationPrivate,
         };
+        // A claim mounted readOnly is read-only in every container.
+        let claim_read_only = volume
+            .persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.read_only == Some(true));
         out.push(api::Mount {
             container_path: mount.mount_path.clone(),
             host_path: host.display().to_string(),
-            readonly: mount.read_only.unwrap_or(false),
+            readonly: mount.read_only.unwrap_or(false) || claim_read_only,
             propagation: propagation as i32,
             ..Default::default()
         });
     }
     Ok(out)
+}
+
+/// The directory of the volume bound to the pod's claim `name`, created when the
+/// local-path provisioner made the volume. An unbound claim is an error the pod waits on.
+async fn claimed_volume_dir(ctx: &PodContext<'_>, name: &str) -> Result<PathBuf> {
+    let namespace = ctx.pod.metadata.namespace.as_deref().unwrap_or("default");
+    let claim = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::Api)?
+        .ok_or_else(|| {
+            Error::config(format!(
+                "error processing PVC {namespace}/{name}: persistentvolumeclaims \"{name}\" not found"
+            ))
+        })?;
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|n| !n.is_empty());
+    let Some(volume_name) = volume_name.filter(|_| bound) else {
+        return Err(Error::config(format!(
+            "error processing PVC {namespace}/{name}: PVC is not bound"
+        )));
+    };
+    let volume = Api::<PersistentVolume>::all(ctx.client.clone())
+        .get_opt(&volume_name)
+        .await
+        .map_err(Error::Api)?
+        .ok_or_else(|| {
+            Error::config(format!(
+                "error processing PVC {namespace}/{name}: persistentvolumes \"{volume_name}\" not found"
+            ))
+        })?;
+    let spec = volume.spec.clone().unwrap_or_default();
+    let claim_uid = claim.metadata.uid.as_deref();
+    if spec.claim_ref.as_ref().and_then(|r| r.uid.as_deref()) != claim_uid {
+        return Err(Error::config(format!(
+            "error processing PVC {namespace}/{name}: volume {volume_name} is bound to another claim"
+        )));
+    }
+    let provisioned_by_local_path = volume
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
+        .is_some_and(|p| p == LOCAL_PATH_PROVISIONER);
+    let path = if let Some(local) = &spec.local {
+        PathBuf::from(&local.path)
+    } else if let Some(host) = &spec.host_path {
+        let path = PathBuf::from(&host.path);
+        if !provisioned_by_local_path {
+            host_path(&path, host.type_.as_deref().unwrap_or(""))?;
+        }
+        path
+    } else {
+        return Err(Error::config(format!(
+            "volume {volume_name}: only local and hostPath persistent volumes are supported by this node"
+        )));
+    };
+    if provisioned_by_local_path {
+        if std::fs::symlink_metadata(&path).is_err() {
+            create_dir(&path, 0o777)?;
+        }
+    } else if !path.exists() {
+        return Err(Error::config(format!(
+            "volume {volume_name}: path {} does not exist on this node",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Makes `link` a symlink to `target` (replacing one that points elsewhere).
+fn link(link: &Path, target: &Path) -> Result<()> {
+    if std::fs::read_link(link).is_ok_and(|current| current == target) {
+        return Ok(());
+    }
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).map_err(io_error(link))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

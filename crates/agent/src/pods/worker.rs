@@ -913,6 +913,8 @@ impl Worker {
         })?;
         if let Err(e) = self.refresh_volumes("").await {
             let message = e.to_string();
+            let note = format!("MountVolume.SetUp failed: {message}");
+            self.event(true, "FailedMount", "Mounting", note);
             for c in self.pod.spec.iter().flat_map(|s| s.containers.iter()) {
                 self.waiting.insert(
                     c.name.clone(),

@@ -915,6 +915,33 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 r(&["patch"], &[""], &["pods/status"]),
             ],
         ),
+        (
+            // Binding and provisioning (kumo's local-path volumes, whose directories a
+            // helper pod removes); upstream's role minus the in-tree plugins' needs.
+            "persistent-volume-binder",
+            vec![
+                r(
+                    &["create", "delete", "get", "list", "update", "watch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(&["update"], &[""], &["persistentvolumes/status"]),
+                r(
+                    &["get", "list", "update", "watch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(&["update"], &[""], &["persistentvolumeclaims/status"]),
+                r(
+                    &["create", "delete", "get", "list", "watch"],
+                    &[""],
+                    &["pods"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(&["get", "list"], &[""], &["nodes"]),
+                r(&["watch"], &[""], &["events"]),
+            ],
+        ),
     ]
 }
 

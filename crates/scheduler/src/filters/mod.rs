@@ -1,6 +1,7 @@
 //! Filters: whether a pod may run on a node, with upstream's plugins in upstream's order
 //! (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts,
-//! NodeResourcesFit, PodTopologySpread, InterPodAffinity) and their failure reasons.
+//! NodeResourcesFit, VolumeBinding, PodTopologySpread, InterPodAffinity) and their
+//! failure reasons.
 //!
 //! A node's readiness is not a filter: like upstream, the scheduler relies on the
 //! `node.kubernetes.io/not-ready` and `unreachable` taints the node lifecycle controller
@@ -20,6 +21,7 @@ pub use spread::{SpreadConstraint, SpreadState};
 use crate::cache::Snapshot;
 use crate::info::{NodeInfo, PodInfo};
 use crate::selectors::{node_matches_terms, tolerated};
+use crate::volumes::PodVolumes;
 
 /// A filter or score plugin, named as upstream names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,6 +42,8 @@ pub enum Plugin {
     PodTopologySpread,
     /// Inter-pod affinity and anti-affinity.
     InterPodAffinity,
+    /// PersistentVolumeClaims and their volumes' nodes.
+    VolumeBinding,
 }
 
 /// How a node failed a filter.
@@ -102,6 +106,8 @@ pub struct CycleState {
     pub interpod: Option<InterPodState>,
     /// Topology spread counts for DoNotSchedule constraints.
     pub spread: Option<SpreadState>,
+    /// The pod's claims (`None`: it uses none), or why it fits no node at all.
+    pub volumes: Result<Option<Arc<PodVolumes>>, String>,
 }
 
 impl CycleState {
@@ -121,12 +127,14 @@ impl CycleState {
             })
             .map(|s| s.node_selector_terms.clone());
         let mut state = Self {
-            pod,
+            pod: pod.clone(),
             tolerations,
             node_selector,
             required_node_affinity,
             interpod: None,
             spread: None,
+            volumes: crate::volumes::pre_filter(&pod.pod, &snapshot.volumes)
+                .map(|v| v.map(Arc::new)),
         };
         state.interpod = InterPodState::new(&state.pod, snapshot);
         let constraints = SpreadConstraint::of(&state.pod, "DoNotSchedule");
@@ -221,6 +229,8 @@ pub fn run_with_nominated(
 pub struct Diagnosis {
     /// Node name and why it was rejected.
     pub rejections: Vec<(String, Rejection)>,
+    /// Why PreFilter rejected the pod before any node was looked at.
+    pub pre_filter: Option<String>,
 }
 
 impl Diagnosis {
@@ -236,6 +246,16 @@ impl Diagnosis {
     /// Upstream's FitError message: `0/3 nodes are available: 1 node(s) had untolerated
     /// taint {k: v}, 2 Insufficient cpu.` followed by the PostFilter (preemption) message.
     pub fn message(&self, num_nodes: usize, post_filter: &str) -> String {
+        if let Some(reason) = &self.pre_filter {
+            // Upstream's FitError with a PreFilter message: that message instead of the
+            // per-node histogram.
+            let mut message = format!("0/{num_nodes} nodes are available: {reason}.");
+            if !post_filter.is_empty() {
+                message.push(' ');
+                message.push_str(post_filter);
+            }
+            return message;
+        }
         let reasons = self
             .rejections
             .iter()
@@ -337,6 +357,16 @@ pub fn run(state: &CycleState, node: &NodeInfo) -> Result<(), Rejection> {
         ));
     }
     fits_resources(&state.pod, node)?;
+    // VolumeBinding (PreFilter failures never reach the filters).
+    if let Ok(Some(volumes)) = &state.volumes
+        && let Err(reason) = volumes.filter(n)
+    {
+        return Err(Rejection::new(
+            Plugin::VolumeBinding,
+            Code::UnschedulableAndUnresolvable,
+            reason,
+        ));
+    }
     if let Some(spread) = &state.spread {
         spread.filter(&state.pod, node)?;
     }
