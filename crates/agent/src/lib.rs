@@ -3,6 +3,7 @@
 //! sandboxes, init containers, containers, probes, volumes, restarts with back-off,
 //! graceful termination, and the pods' status.
 //!
+//! - [`image_gc`]: removes unused images when the image filesystem fills up.
 //! - [`images`]: the project's own OCI images (busybox, pause, web) built from busybox.
 //! - [`containerd`]: a private containerd under the data directory, and image import.
 //! - [`cri`]: the CRI v1 gRPC client.
@@ -14,6 +15,7 @@
 
 pub mod containerd;
 pub mod cri;
+pub mod image_gc;
 pub mod images;
 pub mod node;
 pub mod pods;
@@ -63,6 +65,8 @@ pub struct Config {
     /// Whether to route to the other nodes' pod CIDRs via their InternalIPs (off for
     /// agents sharing a host in tests; `kumo agent` and `kumo up` turn it on).
     pub node_routes: bool,
+    /// Image garbage collection (none: images are never removed).
+    pub image_gc: Option<image_gc::Policy>,
 }
 
 impl Config {
@@ -84,6 +88,7 @@ impl Config {
             lease_renew_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(60),
             node_routes: false,
+            image_gc: Some(image_gc::Policy::default()),
         }
     }
 }
@@ -129,6 +134,14 @@ pub async fn run(client: kube::Client, cri: cri::Cri, config: Config) -> anyhow:
         r = pods::run(shared.clone()) => r,
         r = tunnel::run(shared.clone()) => r,
         r = node_routes(&shared) => r,
+        r = collect_images(&shared) => r,
+    }
+}
+
+async fn collect_images(shared: &Shared) -> anyhow::Result<()> {
+    match shared.config.image_gc.clone() {
+        Some(policy) => image_gc::run(shared.cri.clone(), policy).await,
+        None => std::future::pending().await,
     }
 }
 

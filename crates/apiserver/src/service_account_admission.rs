@@ -18,7 +18,11 @@ pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const TOKEN_EXPIRATION_SECONDS: i64 = 3607;
 
 /// Admits a new pod of `namespace`.
-pub async fn admit_pod(cp: &ControlPlane, namespace: &str, pod: &mut Value) -> Result<(), ApiError> {
+pub async fn admit_pod(
+    cp: &ControlPlane,
+    namespace: &str,
+    pod: &mut Value,
+) -> Result<(), ApiError> {
     // Mirror pods of static manifests carry no API credentials.
     if pod
         .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
@@ -91,7 +95,12 @@ pub async fn admit_pod(cp: &ControlPlane, namespace: &str, pod: &mut Value) -> R
 fn add_api_access(spec: &mut serde_json::Map<String, Value>) {
     let mounted_everywhere = ["initContainers", "containers"]
         .iter()
-        .flat_map(|field| spec.get(*field).and_then(Value::as_array).into_iter().flatten())
+        .flat_map(|field| {
+            spec.get(*field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .all(mounts_token_path);
     if mounted_everywhere {
         return;
@@ -123,7 +132,10 @@ fn add_api_access(spec: &mut serde_json::Map<String, Value>) {
                 continue;
             }
             let mount = json!({"name": volume_name, "readOnly": true, "mountPath": MOUNT_PATH});
-            match container.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+            match container
+                .get_mut("volumeMounts")
+                .and_then(Value::as_array_mut)
+            {
                 Some(mounts) => mounts.push(mount),
                 None => {
                     container["volumeMounts"] = json!([mount]);
@@ -168,10 +180,25 @@ mod tests {
         let spec = pod.as_object_mut().unwrap();
         add_api_access(spec);
         let volume = pod["volumes"][0]["name"].as_str().unwrap().to_owned();
-        assert!(volume.starts_with("kube-api-access-") && volume.len() == 21, "{volume}");
-        assert_eq!(pod["containers"][0]["volumeMounts"][0]["name"], volume.as_str());
-        assert_eq!(pod["containers"][1]["volumeMounts"].as_array().unwrap().len(), 1);
-        assert_eq!(pod["initContainers"][0]["volumeMounts"][1]["mountPath"], MOUNT_PATH);
+        assert!(
+            volume.starts_with("kube-api-access-") && volume.len() == 21,
+            "{volume}"
+        );
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"][0]["name"],
+            volume.as_str()
+        );
+        assert_eq!(
+            pod["containers"][1]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            pod["initContainers"][0]["volumeMounts"][1]["mountPath"],
+            MOUNT_PATH
+        );
         // A pod whose containers all mount the path themselves gets nothing.
         let mut own = json!({"containers": [{"name": "b", "volumeMounts": [{"name": "own", "mountPath": MOUNT_PATH}]}]});
         add_api_access(own.as_object_mut().unwrap());
