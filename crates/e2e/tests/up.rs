@@ -324,7 +324,8 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
     // By name: resolv.conf points at the kube-dns ClusterIP, which the proxy sends to the
     // DNS server on the node; `web` then resolves to the web Service's ClusterIP. Retries
     // cover the proxy's rules catching up with the new Service.
-    let script = "for i in $(seq 1 20); do wget -qO- http://web && exit 0; sleep 0.5; done; exit 1";
+    // The short name and the fully qualified one (search domains, then the exact name).
+    let script = "for i in $(seq 1 20); do wget -qO- http://web && wget -qO- http://web.default.svc.cluster.local && exit 0; sleep 0.5; done; exit 1";
     up.kubectl(&[
         "run",
         "client",
