@@ -14,6 +14,7 @@ use crate::Shared;
 
 /// Must match `apiserver::node_tunnel::UPGRADE_PROTOCOL`.
 const UPGRADE_PROTOCOL: &str = "kumo-node-tunnel/1";
+/// Must match the route `apiserver::request` parses for tunnels.
 const PATH: &str = "/kumo/v1/node-tunnel";
 
 /// Keeps the tunnel connected until the future is dropped, redialling with back-off.

@@ -20,12 +20,9 @@ use tokio_yamux::{Control, StreamHandle};
 /// The `Upgrade` protocol of the tunnel request.
 pub const UPGRADE_PROTOCOL: &str = "kumo-node-tunnel/1";
 
-/// The request path (under the cluster's prefix) an agent upgrades to a tunnel.
-pub const PATH: &str = "/kumo/v1/node-tunnel";
-
-/// yamux settings shared by both ends: a keep-alive ping notices a dead peer; the stream
-/// window bounds what one slow reader can buffer.
-pub fn yamux_config() -> tokio_yamux::Config {
+/// yamux settings (the agent uses the same): a keep-alive ping notices a dead peer; the
+/// stream window bounds what one slow reader can buffer.
+fn yamux_config() -> tokio_yamux::Config {
     tokio_yamux::Config {
         keepalive_interval: Duration::from_secs(15),
         connection_write_timeout: Duration::from_secs(20),
@@ -75,11 +72,6 @@ impl Tunnels {
         tracing::info!(%node, "node agent tunnel closed");
     }
 
-    /// Whether `node`'s agent is connected.
-    pub fn connected(&self, node: &str) -> bool {
-        self.lock().contains_key(node)
-    }
-
     /// A new stream to `node`'s agent.
     pub async fn open(&self, node: &str) -> Result<StreamHandle, ApiError> {
         let control = self.lock().get(node).map(|t| t.control.clone());
@@ -98,7 +90,8 @@ impl Tunnels {
     }
 }
 
-fn unreachable(node: &str, why: &str) -> ApiError {
+/// 503: the agent of `node` cannot be reached, and why.
+pub(crate) fn unreachable(node: &str, why: &str) -> ApiError {
     ApiError::new(
         503,
         "ServiceUnavailable",

@@ -85,7 +85,7 @@ pub async fn serve<B>(
     let stream = cp.tunnels().open(&node).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| agent_error(&node, &e))?;
+        .map_err(|e| crate::node_tunnel::unreachable(&node, &e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "agent stream ended with an error");
@@ -108,7 +108,7 @@ pub async fn serve<B>(
     let mut answer = sender
         .send_request(forward)
         .await
-        .map_err(|e| agent_error(&node, &e))?;
+        .map_err(|e| crate::node_tunnel::unreachable(&node, &e.to_string()))?;
     if answer.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         let agent_upgrade = hyper::upgrade::on(&mut answer);
         tokio::spawn(async move {
@@ -161,14 +161,6 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
             to.insert(name, value.clone());
         }
     }
-}
-
-fn agent_error(node: &str, e: &hyper::Error) -> ApiError {
-    ApiError::new(
-        503,
-        "ServiceUnavailable",
-        format!("cannot reach the agent of node {node:?}: {e}"),
-    )
 }
 
 fn require_node(node: &str, pod: &str) -> Result<(), ApiError> {

@@ -111,12 +111,6 @@ impl Announcer {
         Ok(())
     }
 
-    /// Withdraws every address.
-    pub async fn remove(&mut self) {
-        let _ = self.flush().await;
-        self.held = None;
-    }
-
     async fn flush(&mut self) -> anyhow::Result<()> {
         let label = self.label.clone();
         self.ip(&["addr", "flush", "dev", "lo", "label", &label])
