@@ -581,29 +581,47 @@ impl ApiServer {
                 let custom_for_render = cp.registry().custom(&kind);
                 let present_for_table = present.clone();
                 let present = present.clone();
-                let render: watch::Render = if table {
-                    Box::new(move |obj, first| {
-                        let opts = TableOptions {
-                            include_object: include,
-                            omit_column_definitions: !first,
-                            resource_version: obj
-                                .pointer("/metadata/resourceVersion")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned),
-                            ..Default::default()
-                        };
-                        let shown = present_for_table(obj.clone());
-                        table_for(
-                            &kind_for_render,
-                            custom_for_render.as_deref(),
-                            std::slice::from_ref(&shown),
-                            &opts,
-                        )
-                    })
+                let form: Arc<str> = format!(
+                    "{}/{}{}",
+                    kind.api_version(),
+                    kind.plural,
+                    if metadata_only { "/metadata" } else { "" }
+                )
+                .into();
+                let render = if table {
+                    watch::Render {
+                        form: None,
+                        render: Box::new(move |obj, first| {
+                            let opts = TableOptions {
+                                include_object: include,
+                                omit_column_definitions: !first,
+                                resource_version: obj
+                                    .pointer("/metadata/resourceVersion")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_owned),
+                                ..Default::default()
+                            };
+                            let shown = present_for_table(obj.clone());
+                            table_for(
+                                &kind_for_render,
+                                custom_for_render.as_deref(),
+                                std::slice::from_ref(&shown),
+                                &opts,
+                            )
+                        }),
+                    }
                 } else if metadata_only {
-                    Box::new(move |obj, _| partial_object_metadata(&present(obj.clone())))
+                    watch::Render {
+                        form: Some(form),
+                        render: Box::new(move |obj, _| {
+                            partial_object_metadata(&present(obj.clone()))
+                        }),
+                    }
                 } else {
-                    Box::new(move |obj, _| present(obj.clone()))
+                    watch::Render {
+                        form: Some(form),
+                        render: Box::new(move |obj, _| present(obj.clone())),
+                    }
                 };
                 let rx = watch::start(&scope, &query, render).await?;
                 return Ok(stream_response(rx));

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use apimachinery::object::{ObjectExt, metadata_mut};
+use std::sync::Arc;
+
 use apimachinery::status::ApiError;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::filter::Filter;
 use crate::query::Query;
 use crate::resource::{Scope, parse_rv};
-use crate::storage::decode;
+use crate::watch_cache::{Change, Shown};
 
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
@@ -22,8 +23,18 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 /// min-request-timeout does (clients re-watch from their last resourceVersion).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// How each event's object is rendered.
-pub type Render = Box<dyn Fn(&Value, bool) -> Value + Send + Sync>;
+/// Shows an object to a watcher; the flag is true for the stream's first object.
+pub type RenderFn = Box<dyn Fn(&Value, bool) -> Value + Send + Sync>;
+
+/// How each event's object is rendered for one watcher.
+pub struct Render {
+    /// Names the rendering when it depends only on the object (the served version and
+    /// whether only metadata is shown): watchers with the same form share each event's
+    /// encoding. `None` renders per watcher (tables, whose first row differs).
+    pub form: Option<Arc<str>>,
+    /// The object as shown.
+    pub render: RenderFn,
+}
 
 /// Starts a watch; returns the receiving end of its line stream. The stream ends when the
 /// timeout passes, the store ends, or the client goes away (the sender then fails).
@@ -98,7 +109,11 @@ pub async fn start(
     };
     let feed = match cached {
         Some(stream) => Ok(stream),
-        None => backend.watch(&prefix, start_rev).await,
+        None => backend.watch(&prefix, start_rev).await.map(|events| {
+            events
+                .map(|e| e.map(|e| Arc::new(Change::from_event(&e))))
+                .boxed()
+        }),
     };
     tokio::spawn(async move {
         let send = |tx: &mpsc::Sender<Bytes>, v: Value| {
@@ -106,6 +121,24 @@ pub async fn start(
             line.push(b'\n');
             let tx = tx.clone();
             async move { tx.send(Bytes::from(line)).await.is_ok() }
+        };
+        // One event's line, with the object's encoding shared among watchers of one form.
+        let event_line = |change: &Change, kind: &str, which: Shown, first: bool| {
+            let encode = || {
+                let shown = change.shown(which).unwrap_or(Value::Null);
+                Bytes::from(serde_json::to_vec(&(render.render)(&shown, first)).unwrap_or_default())
+            };
+            let object = match &render.form {
+                Some(form) => change.encoded(form, which, encode),
+                None => encode(),
+            };
+            let mut line = Vec::with_capacity(object.len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(&object);
+            line.extend_from_slice(b"}\n");
+            Bytes::from(line)
         };
         let bookmark = |rev: Revision, end_of_initial: bool| {
             let mut obj = json!({"kind": kind_name, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}});
@@ -124,7 +157,7 @@ pub async fn start(
         };
         let mut first = true;
         for obj in &initial {
-            if !send(&tx, json!({"type": "ADDED", "object": render(obj, first)})).await {
+            if !send(&tx, json!({"type": "ADDED", "object": (render.render)(obj, first)})).await {
                 return;
             }
             first = false;
@@ -155,9 +188,9 @@ pub async fn start(
                             return;
                         }
                     };
-                    last_rev = event.revision();
-                    let Some((kind, obj)) = classify(&filter, &event) else { continue };
-                    if !send(&tx, json!({"type": kind, "object": render(&obj, first)})).await { return; }
+                    last_rev = event.revision;
+                    let Some((kind, which)) = classify(&filter, &event) else { continue };
+                    if tx.send(event_line(&event, kind, which, first)).await.is_err() { return; }
                     first = false;
                 }
             }
@@ -166,28 +199,21 @@ pub async fn start(
     Ok(rx)
 }
 
-/// The watch event type for a store event under a filter: objects moving into the
-/// filter are ADDED, out of it DELETED, as upstream's watch cache reports them.
-fn classify(filter: &Filter, event: &store::Event) -> Option<(&'static str, Value)> {
-    let obj = decode(&event.kv).ok()?;
-    let prev = event.prev.as_ref().and_then(|p| decode(p).ok());
-    let now_matches = filter.matches(&obj);
-    let was_matching = prev.as_ref().is_some_and(|p| filter.matches(p));
-    match event.kind {
-        EventKind::Delete => was_matching.then_some(("DELETED", deleted_object(obj, prev))),
-        EventKind::Put => match (was_matching, now_matches) {
-            (false, true) => Some(("ADDED", obj)),
-            (true, true) => Some(("MODIFIED", obj)),
-            (true, false) => Some(("DELETED", obj)),
-            (false, false) => None,
-        },
+/// The watch event type for a change under a filter, and which state it shows: objects
+/// moving into the filter are ADDED, out of it DELETED, as upstream's watch cache reports
+/// them.
+fn classify(filter: &Filter, change: &Change) -> Option<(&'static str, Shown)> {
+    let was_matching = change.prev.as_deref().is_some_and(|p| filter.matches(p));
+    match change.kind {
+        EventKind::Delete => was_matching.then_some(("DELETED", Shown::Tombstone)),
+        EventKind::Put => {
+            let now_matches = change.object.as_deref().is_some_and(|o| filter.matches(o));
+            match (was_matching, now_matches) {
+                (false, true) => Some(("ADDED", Shown::Object)),
+                (true, true) => Some(("MODIFIED", Shown::Object)),
+                (true, false) => Some(("DELETED", Shown::Object)),
+                (false, false) => None,
+            }
+        }
     }
-}
-
-/// A DELETED event carries the object's last state at the deletion's revision.
-fn deleted_object(obj: Value, prev: Option<Value>) -> Value {
-    let rv = obj.resource_version().to_owned();
-    let mut last = prev.unwrap_or(obj);
-    metadata_mut(&mut last).insert("resourceVersion".into(), json!(rv));
-    last
 }

@@ -1,45 +1,163 @@
 //! The watch cache: per collection, the current objects in memory and a window of recent
-//! events, fed by one store watch. LISTs are served from it once it has caught up with the
+//! changes, fed by one store watch. LISTs are served from it once it has caught up with the
 //! store's revision at the time of the request (so they are never older than an
 //! acknowledged write), and every WATCH of the collection shares its one store watch.
+//!
+//! Each change is decoded once here and shared by every watcher, with its encodings: a
+//! thousand watchers of one collection cost one decode and one encode per event and form,
+//! not a thousand, as upstream's cacher shares its cached serializations.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde_json::Value;
-use store::{Backend, Event, EventKind, RangeRequest, Revision, WatchItem, WatchStream};
+use store::{Backend, Event, EventKind, RangeRequest, Revision, WatchItem};
 use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
 
-use crate::storage::decode;
+use crate::storage::{decode, with_rv};
 
-/// Events kept for watchers that start slightly in the past.
+/// Changes kept for watchers that start slightly in the past, at most.
 const WINDOW: usize = 4096;
+/// Changes older than this leave the window even when it is not full (upstream's
+/// eventFreshDuration), so an idle collection does not keep superseded objects; a watch
+/// from further back reads the store's history instead.
+const FRESH: Duration = Duration::from_secs(75);
 /// Live events buffered per watcher before it is cut off (it then re-lists).
 const WATCHER_BUFFER: usize = 1024;
 /// How long a LIST waits for the cache to catch up before reading the store instead.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
+/// One change to a collection, decoded once and shared by every watcher.
+pub struct Change {
+    /// The revision of the write.
+    pub revision: Revision,
+    /// Put or Delete.
+    pub kind: EventKind,
+    /// The object's key.
+    pub key: String,
+    /// The object after a Put (resourceVersion set); `None` for a Delete.
+    pub object: Option<Arc<Value>>,
+    /// The object before the change, if it existed.
+    pub prev: Option<Arc<Value>>,
+    /// Encodings of this change's object, by watch form: filled by the first watcher that
+    /// needs one, reused by the rest.
+    encoded: Mutex<Vec<(Arc<str>, Shown, Bytes)>>,
+}
+
+/// Which state of a change a watcher shows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Shown {
+    /// The object after the change.
+    Object,
+    /// For a Delete: the last state, at the deletion's revision.
+    Tombstone,
+}
+
+impl Change {
+    fn new(
+        revision: Revision,
+        kind: EventKind,
+        key: String,
+        object: Option<Arc<Value>>,
+        prev: Option<Arc<Value>>,
+    ) -> Self {
+        Self {
+            revision,
+            kind,
+            key,
+            object,
+            prev,
+            encoded: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A store event, decoded (for watches the cache cannot serve).
+    pub fn from_event(event: &Event) -> Self {
+        let object = match event.kind {
+            EventKind::Put => decode(&event.kv).ok().map(Arc::new),
+            EventKind::Delete => None,
+        };
+        let prev = event
+            .prev
+            .as_ref()
+            .and_then(|p| decode(p).ok())
+            .map(Arc::new);
+        Self::new(
+            event.revision(),
+            event.kind,
+            event.kv.key.clone(),
+            object,
+            prev,
+        )
+    }
+
+    /// The state a watcher shows: the object, or for a deletion the last state with the
+    /// deletion's resourceVersion (as upstream's DELETED events carry).
+    pub fn shown(&self, which: Shown) -> Option<Value> {
+        match which {
+            Shown::Object => self.object.as_deref().cloned(),
+            Shown::Tombstone => self
+                .prev
+                .as_deref()
+                .map(|p| with_rv(p.clone(), self.revision)),
+        }
+    }
+
+    /// The encoding of `which` in `form`, made by `encode` the first time it is asked for.
+    pub fn encoded(&self, form: &Arc<str>, which: Shown, encode: impl FnOnce() -> Bytes) -> Bytes {
+        let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, bytes)) = encoded
+            .iter()
+            .find(|(f, w, _)| f == form && *w == which)
+        {
+            return bytes.clone();
+        }
+        let bytes = encode();
+        encoded.push((form.clone(), which, bytes.clone()));
+        bytes
+    }
+}
+
+/// A stream of changes, ending like a store watch.
+pub type ChangeStream = BoxStream<'static, store::Result<Arc<Change>>>;
+
 struct State {
     /// Current objects by key.
-    objects: BTreeMap<String, Value>,
+    objects: BTreeMap<String, Arc<Value>>,
     /// The revision the objects are at: the last event's, or later when the store
     /// reported progress (revisions that did not touch this collection).
     revision: Revision,
-    /// Recent events, oldest first.
-    window: VecDeque<Event>,
-    /// The window holds every event after this revision.
+    /// Recent changes with when they arrived, oldest first.
+    window: VecDeque<(Instant, Arc<Change>)>,
+    /// The window holds every change after this revision.
     window_start: Revision,
     /// False until the initial list is loaded, and again after the feed failed.
     ready: bool,
+}
+
+impl State {
+    /// Drops changes beyond the window's size or age.
+    fn trim(&mut self, now: Instant) {
+        while let Some((at, oldest)) = self.window.front() {
+            if self.window.len() < WINDOW && now.duration_since(*at) < FRESH {
+                break;
+            }
+            self.window_start = oldest.revision;
+            self.window.pop_front();
+        }
+    }
 }
 
 /// One collection's cache.
 pub struct Cache {
     state: Mutex<State>,
     progressed: Notify,
-    live: broadcast::Sender<Event>,
+    live: broadcast::Sender<Arc<Change>>,
 }
 
 impl Cache {
@@ -93,7 +211,7 @@ impl Cache {
             revision = Some(page.revision);
             for kv in &page.kvs {
                 if let Ok(obj) = decode(kv) {
-                    objects.insert(kv.key.clone(), obj);
+                    objects.insert(kv.key.clone(), Arc::new(obj));
                 }
             }
             start_after = page.kvs.last().map(|kv| kv.key.clone());
@@ -114,7 +232,16 @@ impl Cache {
             state.ready = true;
         }
         self.progressed.notify_waiters();
-        while let Some(item) = feed.next().await {
+        let mut trim = tokio::time::interval(FRESH / 4);
+        loop {
+            let item = tokio::select! {
+                item = feed.next() => item,
+                now = trim.tick() => {
+                    self.lock().trim(now);
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             let event = match item? {
                 WatchItem::Event(event) => event,
                 WatchItem::Progress(revision) => {
@@ -123,27 +250,36 @@ impl Cache {
                     continue;
                 }
             };
-            let mut state = self.lock();
-            match event.kind {
-                EventKind::Put => {
-                    if let Ok(obj) = decode(&event.kv) {
-                        state.objects.insert(event.kv.key.clone(), obj);
+            let key = event.kv.key.clone();
+            // Decoded outside the lock; the previous state comes from the cache itself.
+            let object = match event.kind {
+                EventKind::Put => match decode(&event.kv) {
+                    Ok(obj) => Some(Arc::new(obj)),
+                    Err(e) => {
+                        tracing::warn!(key, error = %e.message, "skipping an undecodable object");
+                        continue;
                     }
-                }
-                EventKind::Delete => {
-                    state.objects.remove(&event.kv.key);
-                }
-            }
-            state.revision = event.revision();
-            if state.window.len() == WINDOW
-                && let Some(oldest) = state.window.pop_front()
-            {
-                state.window_start = oldest.revision();
-            }
-            state.window.push_back(event.clone());
+                },
+                EventKind::Delete => None,
+            };
+            let mut state = self.lock();
+            let prev = match &object {
+                Some(obj) => state.objects.insert(key.clone(), obj.clone()),
+                None => state.objects.remove(&key),
+            };
+            let change = Arc::new(Change::new(
+                event.revision(),
+                event.kind,
+                key,
+                object,
+                prev,
+            ));
+            state.revision = change.revision;
+            state.trim(Instant::now());
+            state.window.push_back((Instant::now(), change.clone()));
             // Sent under the lock, so a watcher that copies the window and subscribes under
-            // the same lock sees every event exactly once.
-            let _ = self.live.send(event);
+            // the same lock sees every change exactly once.
+            let _ = self.live.send(change);
             drop(state);
             self.progressed.notify_waiters();
         }
@@ -195,7 +331,7 @@ impl Cache {
             if limit != 0 && items.len() == limit {
                 return Some((items, state.revision, last_key));
             }
-            items.push(obj.clone());
+            items.push(Value::clone(obj));
             last_key = Some(key.clone());
         }
         Some((items, state.revision, None))
@@ -205,12 +341,14 @@ impl Cache {
     /// not loaded yet. Admission checks use this, as upstream's use informers.
     pub fn peek(&self, key: &str) -> Option<Option<Value>> {
         let state = self.lock();
-        state.ready.then(|| state.objects.get(key).cloned())
+        state
+            .ready
+            .then(|| state.objects.get(key).map(|o| Value::clone(o)))
     }
 
-    /// The events after `after`, as a stream: from the window, then live. `None` when the
+    /// The changes after `after`, as a stream: from the window, then live. `None` when the
     /// window no longer reaches back to `after` (the caller falls back to the store).
-    pub async fn watch(&self, after: Revision) -> Option<WatchStream> {
+    pub async fn watch(&self, after: Revision) -> Option<ChangeStream> {
         if !self.wait_for(after).await {
             return None;
         }
@@ -218,20 +356,20 @@ impl Cache {
         if after < state.window_start {
             return None;
         }
-        let backlog: Vec<Event> = state
+        let backlog: Vec<Arc<Change>> = state
             .window
             .iter()
-            .filter(|e| e.revision() > after)
-            .cloned()
+            .filter(|(_, c)| c.revision > after)
+            .map(|(_, c)| c.clone())
             .collect();
         let mut live = self.live.subscribe();
         drop(state);
-        let (tx, rx) = tokio::sync::mpsc::channel::<store::Result<Event>>(WATCHER_BUFFER);
+        let (tx, rx) = tokio::sync::mpsc::channel::<store::Result<Arc<Change>>>(WATCHER_BUFFER);
         tokio::spawn(async move {
             let mut last = after;
-            for event in backlog {
-                last = event.revision();
-                if tx.send(Ok(event)).await.is_err() {
+            for change in backlog {
+                last = change.revision;
+                if tx.send(Ok(change)).await.is_err() {
                     return;
                 }
             }
@@ -241,10 +379,10 @@ impl Cache {
                     next = live.recv() => next,
                 };
                 match next {
-                    Ok(event) if event.revision() <= last => {}
-                    Ok(event) => {
-                        last = event.revision();
-                        if tx.send(Ok(event)).await.is_err() {
+                    Ok(change) if change.revision <= last => {}
+                    Ok(change) => {
+                        last = change.revision;
+                        if tx.send(Ok(change)).await.is_err() {
                             return;
                         }
                     }

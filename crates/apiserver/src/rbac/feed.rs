@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::stream::{SelectAll, StreamExt};
-use store::{EventKind, Revision};
+use store::Revision;
 use tokio::sync::watch;
 
 use super::{Binding, KINDS, Role, Snapshot};
 use crate::control_plane::ControlPlane;
-use crate::storage::decode;
 
 /// How long to wait before retrying a failed aggregation write.
 const RETRY: Duration = Duration::from_secs(1);
@@ -135,16 +134,12 @@ async fn follow(
         };
         // Apply the whole burst of ready events, then publish once.
         while let Some((idx, event)) = next {
-            let event = event.map_err(|e| e.to_string())?;
-            match event.kind {
-                EventKind::Put => {
-                    if let Ok(obj) = decode(&event.kv) {
-                        objects.put(idx, event.kv.key.clone(), &obj);
-                    }
-                }
-                EventKind::Delete => objects.remove(idx, &event.kv.key),
+            let change = event.map_err(|e| e.to_string())?;
+            match &change.object {
+                Some(obj) => objects.put(idx, change.key.clone(), obj),
+                None => objects.remove(idx, &change.key),
             }
-            objects.revisions[idx] = objects.revisions[idx].max(event.revision());
+            objects.revisions[idx] = objects.revisions[idx].max(change.revision);
             next = streams.next().now_or_never().flatten();
         }
         if weak.strong_count() == 0 {
