@@ -3,6 +3,10 @@
 //! secrets map registry keys (`host[:port][/path]`, maybe as a URL, maybe with a `*.`
 //! wildcard label) to a username and password or a base64 `auth`. Every entry whose key
 //! matches the image is a candidate, most specific path first; the pull tries them in turn.
+//!
+//! Like kubelet, the credentials go to CRI without a `server_address`: containerd parses
+//! that field as a URL and withholds the credentials unless the URL's host is the host it
+//! is talking to, which a bare `host[:port]` never is (and a mirror's host is not either).
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
@@ -149,20 +153,21 @@ pub fn matching(entries: &[Entry], image: &str) -> Vec<AuthConfig> {
                 "index.docker.io" | "registry-1.docker.io" => "docker.io",
                 h => h,
             };
-            // Docker Hub's legacy key is a URL with a `/v1` path that names no repository.
-            let key_path = if key_host == "docker.io" && key_path == "v1" {
-                ""
-            } else {
-                key_path
-            };
+            // A `/v1/` or `/v2/` path names the registry's API, not a repository (Docker
+            // Hub's legacy key is `https://index.docker.io/v1/`).
+            let key_path = ["v1", "v2"]
+                .iter()
+                .find_map(|api| {
+                    (key_path == *api)
+                        .then_some("")
+                        .or_else(|| key_path.strip_prefix(&format!("{api}/")))
+                })
+                .unwrap_or(key_path);
             let path_matches = key_path.is_empty()
                 || path == key_path
                 || path.starts_with(&format!("{key_path}/"));
-            (host_matches(key_host, &host) && path_matches).then(|| {
-                let mut auth = entry.auth.clone();
-                auth.server_address = host.clone();
-                (key_path.len(), auth)
-            })
+            (host_matches(key_host, &host) && path_matches)
+                .then(|| (key_path.len(), entry.auth.clone()))
         })
         .collect();
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
@@ -218,6 +223,8 @@ mod tests {
             entry("registry.local:5000/team", "team"),
             entry("*.corp.example", "wild"),
             entry("https://index.docker.io/v1/", "hub"),
+            entry("http://mirror.local/v2/", "api"),
+            entry("mirror.local/v1/team", "api-team"),
         ];
         let users = |image: &str| -> Vec<String> {
             matching(&entries, image)
@@ -234,9 +241,19 @@ mod tests {
         assert_eq!(users("images.corp.example/app:2"), ["wild"]);
         assert!(users("a.b.corp.example/app").is_empty(), "* is one label");
         assert_eq!(users("busybox:1.36"), ["hub"]);
+        // An API version path names no repository.
+        assert_eq!(users("mirror.local/team/app"), ["api-team", "api"]);
+        assert_eq!(users("mirror.local/other"), ["api"]);
         assert_eq!(
-            matching(&entries, "registry.local:5000/team/app@sha256:00")[0].server_address,
-            "registry.local:5000"
+            users("registry.local:5000/team/app@sha256:00"),
+            ["team", "host"]
+        );
+        // containerd drops credentials whose server address is not a URL of the host it
+        // talks to, so none is sent (as kubelet sends none).
+        assert!(
+            matching(&entries, "registry.local:5000/team/app")
+                .iter()
+                .all(|a| a.server_address.is_empty())
         );
     }
 }

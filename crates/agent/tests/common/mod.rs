@@ -45,19 +45,47 @@ impl Drop for Registry {
 
 impl Registry {
     fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn(dir, "registry", "")
+    }
+
+    /// A registry that answers only `users` (name and password), with HTTP basic auth
+    /// checked against a bcrypt htpasswd file, as `htpasswd -B` writes it. Plain HTTP on
+    /// loopback: distribution does not insist on TLS for htpasswd, and containerd speaks
+    /// plain HTTP to a registry on 127.0.0.1 by default.
+    pub fn start_with_htpasswd(dir: &Path, users: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let htpasswd = dir.join("auth-registry.htpasswd");
+        let mut lines = String::new();
+        for (user, password) in users {
+            // The lowest cost: the test's pulls check it on every request.
+            lines += &format!("{user}:{}\n", bcrypt::hash(password, 4)?);
+        }
+        std::fs::write(&htpasswd, lines)?;
+        Self::spawn(
+            dir,
+            "auth-registry",
+            &format!(
+                "auth:\n  htpasswd:\n    realm: kumo-test\n    path: {}\n",
+                htpasswd.display()
+            ),
+        )
+    }
+
+    /// Starts docker-registry with its config, storage and log named `name` under `dir`;
+    /// `extra_config` is appended to the config (top-level YAML sections).
+    fn spawn(dir: &Path, name: &str, extra_config: &str) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let address = format!("127.0.0.1:{port}");
-        let config = dir.join("registry.yml");
+        let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                dir.join("registry").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{extra_config}",
+                dir.join(name).display()
             ),
         )?;
-        let log = std::fs::File::create(dir.join("registry.log"))?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = std::process::Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -75,6 +103,17 @@ impl Registry {
 
     /// Pushes an image the runtime has to this registry as `repository:tag`.
     pub fn push(&self, socket: &Path, image: &str, repository: &str) -> anyhow::Result<()> {
+        self.push_as(socket, image, repository, None)
+    }
+
+    /// Like [`Registry::push`], logging in as `user` (`name:password`) when given.
+    pub fn push_as(
+        &self,
+        socket: &Path,
+        image: &str,
+        repository: &str,
+        user: Option<&str>,
+    ) -> anyhow::Result<()> {
         let target = format!("{}/{repository}", self.address);
         let ctr = |args: &[&str]| -> anyhow::Result<()> {
             let output = std::process::Command::new("ctr")
@@ -91,9 +130,13 @@ impl Registry {
             Ok(())
         };
         ctr(&["images", "tag", image, &target])?;
-        ctr(&["images", "push", "--plain-http", &target])?;
-        // Only the registry has it now.
-        ctr(&["images", "rm", &target])
+        let pushed = match user {
+            Some(user) => ctr(&["images", "push", "--plain-http", "--user", user, &target]),
+            None => ctr(&["images", "push", "--plain-http", &target]),
+        };
+        // Only the registry has it now (or nobody, when the push failed).
+        ctr(&["images", "rm", &target])?;
+        pushed
     }
 }
 
@@ -147,6 +190,18 @@ impl Drop for NetworkSlot {
     }
 }
 
+/// Whether Debian's docker-registry is installed (saying how to get it when not).
+pub fn registry_installed() -> bool {
+    let installed = std::process::Command::new("docker-registry")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed {
+        eprintln!("SKIPPED: docker-registry is not installed (apt-get install docker-registry)");
+    }
+    installed
+}
+
 /// Whether the runtime binaries are installed.
 pub fn containerd_installed() -> bool {
     ["containerd", "ctr", "runc"].iter().all(|b| {
@@ -165,14 +220,7 @@ impl Env {
     /// Like [`Env::start`], with a local docker-registry as containerd's mirror for
     /// `kumo.local`; `None` also when docker-registry is not installed.
     pub async fn start_with_registry() -> anyhow::Result<Option<Self>> {
-        if std::process::Command::new("docker-registry")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!(
-                "SKIPPED: docker-registry is not installed (apt-get install docker-registry)"
-            );
+        if !registry_installed() {
             return Ok(None);
         }
         Self::start_with(true).await
