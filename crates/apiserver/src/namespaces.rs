@@ -17,6 +17,19 @@ use crate::resource::Scope;
 /// The finalizer a namespace carries in `spec.finalizers` until its content is gone.
 pub const FINALIZER: &str = "kubernetes";
 
+/// Namespaces that may not be deleted, as upstream's NamespaceLifecycle admission keeps them.
+pub const IMMORTAL: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// Refuses the deletion of an immortal namespace with upstream's 403.
+pub fn check_deletable(name: &str) -> Result<(), apimachinery::status::ApiError> {
+    if IMMORTAL.contains(&name) {
+        return Err(apimachinery::status::ApiError::forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
+    }
+    Ok(())
+}
+
 /// True for the core Namespace kind.
 pub fn is_namespace(kind: &apimachinery::kinds::KindInfo) -> bool {
     kind.group.is_empty() && kind.kind == "Namespace"
@@ -72,11 +85,41 @@ async fn finalize(cp: &ControlPlane, namespace: &str) -> Result<(), store::Error
             remaining += cp.store.backend().count(prefix).await?;
         }
         if remaining == 0 {
-            return finish(cp, &registry, namespace).await;
+            finish(cp, &registry, namespace).await?;
+            if crate::server::SYSTEM_NAMESPACES.contains(&namespace) {
+                // A system namespace that may be deleted (kube-node-lease) comes back at
+                // once, as upstream's system-namespaces controller brings it back.
+                recreate(cp, &registry, namespace).await;
+            }
+            return Ok(());
         }
         tracing::debug!(cluster = %cp.id, namespace, remaining, "namespace content remaining");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+async fn recreate(cp: &ControlPlane, registry: &crate::control_plane::Registry, namespace: &str) {
+    let Some(ns_kind) = registry.by_kind("", "Namespace") else {
+        return;
+    };
+    let scope = Scope {
+        cp,
+        kind: ns_kind.clone(),
+        namespace: None,
+        name: None,
+        subresource: None,
+        duplicates: Vec::new(),
+        custom: None,
+        manager: "system-namespaces-controller".into(),
+    };
+    let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    match scope.create(&Query::default(), body).await {
+        Ok(_) => tracing::info!(cluster = %cp.id, namespace, "system namespace recreated"),
+        Err(e) if e.code == 409 => {}
+        Err(e) => {
+            tracing::warn!(cluster = %cp.id, namespace, error = %e.message, "recreating a system namespace failed")
+        }
     }
 }
 

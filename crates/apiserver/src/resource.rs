@@ -1294,6 +1294,12 @@ pub fn is_dry_run_query(query: &Query) -> bool {
     is_dry_run(query).unwrap_or(true)
 }
 
+/// Whether a DELETE asked for a dry run, in its query or in its DeleteOptions body (where
+/// kubectl puts it).
+pub fn is_dry_run_delete(query: &Query, body: &Bytes) -> bool {
+    DeleteOptions::parse(query, body).map_or(true, |o| o.dry_run)
+}
+
 /// Whether `dryRun=All` was asked for (any other value is rejected as upstream does).
 fn is_dry_run(query: &Query) -> Result<bool, ApiError> {
     match query.get_all("dryRun").as_slice() {

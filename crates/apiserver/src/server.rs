@@ -548,6 +548,7 @@ impl ApiServer {
                 kind.qualified_resource()
             )));
         }
+        let deleting = method == Method::DELETE;
         let reply = match (method, path.name.is_some()) {
             (Method::GET, true) => {
                 let obj = present(scope.get().await?);
@@ -680,12 +681,17 @@ impl ApiServer {
                 // A CRD takes its objects with it.
                 let crd = scope.get().await?;
                 let reply = scope.delete(&query, &body).await?;
-                if !crate::resource::is_dry_run_query(&query) {
+                if !crate::resource::is_dry_run_delete(&query, &body) {
                     crds::delete_instances(cp, &crd).await?;
                 }
                 reply
             }
-            (Method::DELETE, true) => scope.delete(&query, &body).await?,
+            (Method::DELETE, true) => {
+                if crate::namespaces::is_namespace(&kind) {
+                    crate::namespaces::check_deletable(path.name.as_deref().unwrap_or(""))?;
+                }
+                scope.delete(&query, &body).await?
+            }
             (Method::DELETE, false) => scope.delete_collection(&query, &body).await?,
             (m, _) => {
                 return Err(ApiError::method_not_allowed(format!(
@@ -695,6 +701,7 @@ impl ApiServer {
         };
         if crate::namespaces::is_namespace(&kind)
             && !crate::resource::is_dry_run_query(&query)
+            && !(deleting && crate::resource::is_dry_run_delete(&query, &body))
             && reply.body.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
             && let Some(name) = reply.body.pointer("/metadata/name").and_then(Value::as_str)
         {

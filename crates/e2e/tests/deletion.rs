@@ -247,3 +247,82 @@ fn namespace_deletion_honours_finalizers_of_its_content() -> anyhow::Result<()> 
     }));
     Ok(())
 }
+
+#[test]
+fn system_namespaces_stay() -> anyhow::Result<()> {
+    let kumo = Kumo::start()?;
+    // default, kube-system and kube-public may not be deleted at all.
+    for ns in ["default", "kube-system", "kube-public"] {
+        let err = kumo.kubectl_fails(&["delete", "namespace", ns, "--wait=false"])?;
+        assert!(
+            err.contains("this namespace may not be deleted"),
+            "{ns}: {err}"
+        );
+        assert_eq!(
+            kumo.kubectl(&["get", "namespace", ns, "-o", "jsonpath={.status.phase}"])?,
+            "Active"
+        );
+    }
+    // kube-node-lease may be deleted, and comes back empty.
+    kumo.kubectl(&["-n", "kube-node-lease", "create", "configmap", "c"])?;
+    let uid = kumo.kubectl(&[
+        "get",
+        "ns",
+        "kube-node-lease",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ])?;
+    kumo.kubectl(&["delete", "namespace", "kube-node-lease", "--wait=false"])?;
+    let back = e2e::eventually(Duration::from_secs(15), || {
+        kumo.kubectl(&[
+            "get",
+            "ns",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.metadata.uid} {.status.phase}",
+        ])
+        .is_ok_and(|out| !out.starts_with(&uid) && out.ends_with("Active"))
+    });
+    assert!(back, "kube-node-lease was recreated");
+    assert!(
+        kumo.kubectl_fails(&["-n", "kube-node-lease", "get", "configmap", "c"])
+            .is_ok()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_dry_run_namespace_delete_deletes_nothing() -> anyhow::Result<()> {
+    let kumo = Kumo::start()?;
+    kumo.kubectl(&["create", "namespace", "dry"])?;
+    kumo.kubectl(&[
+        "-n",
+        "dry",
+        "create",
+        "configmap",
+        "c",
+        "--from-literal=a=b",
+    ])?;
+    // kubectl sends the dry run in the DeleteOptions body, not the query.
+    let out = kumo.kubectl(&["delete", "namespace", "dry", "--dry-run=server"])?;
+    assert!(out.contains("server dry run"), "{out}");
+    // The namespace cleanup would take its content within a second or two; give it time.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        kumo.kubectl(&["get", "namespace", "dry", "-o", "jsonpath={.status.phase}"])?,
+        "Active"
+    );
+    assert_eq!(
+        kumo.kubectl(&[
+            "-n",
+            "dry",
+            "get",
+            "configmap",
+            "c",
+            "-o",
+            "jsonpath={.data.a}"
+        ])?,
+        "b"
+    );
+    Ok(())
+}
