@@ -56,6 +56,8 @@ pub fn prepare_for_create(kind: &KindInfo, obj: &mut Value) {
             }
             ("", "PersistentVolumeClaim") => obj["status"] = json!({"phase": "Pending"}),
             ("", "PersistentVolume") => obj["status"] = json!({"phase": "Pending"}),
+            // Upstream's ServiceStatus is a struct, so a new Service shows an empty one.
+            ("", "Service") => obj["status"] = json!({"loadBalancer": {}}),
             _ => {}
         }
     }

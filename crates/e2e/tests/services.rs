@@ -74,6 +74,8 @@ fn services_get_addresses_that_survive_restarts() -> anyhow::Result<()> {
         jsonpath(&kumo, &["svc", "web"], "{.spec.ipFamilies[0]}")?,
         "IPv4"
     );
+    // A new Service shows an empty status, as upstream's does.
+    assert_eq!(jsonpath(&kumo, &["svc", "web"], "{.status}")?, r#"{"loadBalancer":{}}"#);
 
     kumo.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:8080"])?;
     let node_port: u16 = jsonpath(&kumo, &["svc", "np"], "{.spec.ports[0].nodePort}")?.parse()?;
