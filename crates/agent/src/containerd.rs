@@ -60,7 +60,10 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     /// Everything lives under this directory.
     pub dir: PathBuf,
-    /// The pod network (the node's podCIDR) handed out by host-local.
+    /// The pod network handed out by host-local, written when containerd starts. Empty:
+    /// none until the agent tells the runtime its Node's podCIDR (CRI
+    /// `UpdateRuntimeConfig`, as kubelet does), which containerd writes from the template
+    /// ([`Config::cni_template`]).
     pub pod_cidr: String,
     /// The Linux bridge the pods' veths join.
     pub bridge: String,
@@ -76,12 +79,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a data directory: Debian's binary and CNI plugins, bridge `kumo0`,
-    /// pods in 10.42.0.0/24, the built-in pause image.
+    /// Defaults for a data directory: Debian's binary and CNI plugins, bridge `kumo0`, the
+    /// pod network from the Node's podCIDR, the built-in pause image.
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
-            pod_cidr: "10.42.0.0/24".into(),
+            pod_cidr: String::new(),
             bridge: "kumo0".into(),
             sandbox_image: images::PAUSE_IMAGE.into(),
             containerd_binary: "containerd".into(),
@@ -138,6 +141,7 @@ state = "{dir}/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{dir}/cni"
+    conf_template = "{dir}/cni-template.json"
 "#,
             socket = self.socket().display(),
             sandbox_image = self.sandbox_image,
@@ -156,14 +160,50 @@ state = "{dir}/state"
             .collect()
     }
 
-    /// The CNI network: a bridge with host-local addresses from the pod CIDR and portmap
-    /// for hostPorts. (containerd brings each sandbox's loopback up itself with the
-    /// `loopback` plugin from the same directory.)
+    /// The CNI network of [`Config::pod_cidr`]: a bridge with host-local addresses from
+    /// the pod CIDR and portmap for hostPorts. (containerd brings each sandbox's loopback
+    /// up itself with the `loopback` plugin from the same directory.)
     pub fn cni_conflist(&self) -> String {
-        let gateway_routes = serde_json::json!([{"dst": "0.0.0.0/0"}]);
-        serde_json::to_string_pretty(&serde_json::json!({
+        let default_route = if self.pod_cidr.contains(':') {
+            "::/0"
+        } else {
+            "0.0.0.0/0"
+        };
+        let network = self.cni_network(
+            serde_json::json!([[{"subnet": self.pod_cidr}]]),
+            serde_json::json!([{"dst": default_route}]),
+        );
+        serde_json::to_string_pretty(&network).expect("conflist serializes")
+    }
+
+    /// The same network as a template of containerd's CRI plugin (Go text/template), which
+    /// containerd fills with the pod CIDRs and default routes kubelet's
+    /// `UpdateRuntimeConfig` hands it.
+    pub fn cni_template(&self) -> String {
+        const RANGES: &str = "@RANGES@";
+        const ROUTES: &str = "@ROUTES@";
+        let network = self.cni_network(RANGES.into(), ROUTES.into());
+        serde_json::to_string_pretty(&network)
+            .expect("template serializes")
+            .replace(
+                &format!("{RANGES:?}"),
+                r#"[{{range $i, $range := .PodCIDRRanges}}{{if $i}}, {{end}}[{"subnet": "{{$range}}"}]{{end}}]"#,
+            )
+            .replace(
+                &format!("{ROUTES:?}"),
+                r#"[{{range $i, $route := .Routes}}{{if $i}}, {{end}}{"dst": "{{$route}}"}{{end}}]"#,
+            )
+    }
+
+    /// The network's name is the bridge's, which no other pod network on the host has.
+    fn cni_network(
+        &self,
+        ranges: serde_json::Value,
+        routes: serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
             "cniVersion": "0.4.0",
-            "name": "kumo",
+            "name": self.bridge,
             "plugins": [
                 {
                     "type": "bridge",
@@ -173,17 +213,20 @@ state = "{dir}/state"
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": self.pod_cidr}]],
-                        "routes": gateway_routes,
+                        "ranges": ranges,
+                        "routes": routes,
                         "dataDir": self.dir.join("cni-ipam").display().to_string(),
                     },
                 },
                 {"type": "portmap", "capabilities": {"portMappings": true}},
             ],
-        }))
-        .expect("conflist serializes")
+        })
     }
 }
+
+/// The file containerd writes the pod network to from its template (its fixed name), and
+/// where a network known at start is written too.
+pub const CNI_CONFLIST: &str = "10-containerd-net.conflist";
 
 /// A running private containerd, restarted when it dies. Dropping it stops containerd
 /// (SIGTERM); the containers it ran keep running.
@@ -198,9 +241,19 @@ impl Containerd {
     pub async fn start(config: Config) -> Result<Self> {
         write(&config.dir.join("config.toml"), &config.config_toml())?;
         write(
-            &config.dir.join("cni").join("10-kumo.conflist"),
-            &config.cni_conflist(),
+            &config.dir.join("cni-template.json"),
+            &config.cni_template(),
         )?;
+        let cni_dir = config.dir.join("cni");
+        // Before 2026-11 the network was written as 10-kumo.conflist.
+        let _ = std::fs::remove_file(cni_dir.join("10-kumo.conflist"));
+        if config.pod_cidr.is_empty() {
+            // A network from an earlier run may be for another CIDR; containerd renders
+            // the template only while it has none, so it goes until the agent says.
+            let _ = std::fs::remove_file(cni_dir.join(CNI_CONFLIST));
+        } else {
+            write(&cni_dir.join(CNI_CONFLIST), &config.cni_conflist())?;
+        }
         let child = spawn(&config)?;
         let pid = Arc::new(AtomicI32::new(child.id().map(|p| p as i32).unwrap_or(0)));
         let supervisor = tokio::spawn(supervise(config.clone(), child, pid.clone()));
@@ -417,6 +470,7 @@ mod tests {
         assert!(toml.contains(r#"address = "/data/containerd/containerd.sock""#));
         assert!(toml.contains(r#"sandbox_image = "kumo.local/pause:1""#));
         assert!(toml.contains(r#"conf_dir = "/data/containerd/cni""#));
+        assert!(toml.contains(r#"conf_template = "/data/containerd/cni-template.json""#));
         config.registry_mirrors = vec![("kumo.local".into(), "http://127.0.0.1:5000".into())];
         assert!(config.config_toml().ends_with(
             "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"kumo.local\"]\n    endpoint = [\"http://127.0.0.1:5000\"]\n"
@@ -426,5 +480,19 @@ mod tests {
         assert_eq!(bridge["bridge"], "kumo0");
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.99.3.0/24");
         assert_eq!(conflist["plugins"][1]["type"], "portmap");
+        assert_eq!(conflist["name"], "kumo0");
+        // The template, filled as Go's text/template would for one range, is the same.
+        let filled = config
+            .cni_template()
+            .replace(
+                r#"{{range $i, $range := .PodCIDRRanges}}{{if $i}}, {{end}}[{"subnet": "{{$range}}"}]{{end}}"#,
+                r#"[{"subnet": "10.99.3.0/24"}]"#,
+            )
+            .replace(
+                r#"{{range $i, $route := .Routes}}{{if $i}}, {{end}}{"dst": "{{$route}}"}{{end}}"#,
+                r#"{"dst": "0.0.0.0/0"}"#,
+            );
+        let filled: serde_json::Value = serde_json::from_str(&filled).unwrap();
+        assert_eq!(filled, conflist);
     }
 }

@@ -133,6 +133,23 @@ impl Cri {
             .unwrap_or_default())
     }
 
+    /// Tells the runtime the node's pod CIDRs (comma-separated), as kubelet does once its
+    /// Node has them: a runtime with a CNI config template writes the pod network from it.
+    pub async fn update_runtime_config(&self, pod_cidrs: &str) -> Result<(), Error> {
+        self.runtime
+            .clone()
+            .update_runtime_config(api::UpdateRuntimeConfigRequest {
+                runtime_config: Some(api::RuntimeConfig {
+                    network_config: Some(api::NetworkConfig {
+                        pod_cidr: pod_cidrs.to_owned(),
+                    }),
+                }),
+            })
+            .await
+            .call("UpdateRuntimeConfig")?;
+        Ok(())
+    }
+
     /// Every sandbox carrying all of `labels`.
     pub async fn sandboxes(&self, labels: &[(&str, &str)]) -> Result<Vec<api::PodSandbox>, Error> {
         let filter = api::PodSandboxFilter {

@@ -38,8 +38,11 @@ pub struct Config {
     /// Pod directories (volumes, /etc/hosts, termination messages) and container logs
     /// (`pods/<namespace>_<name>_<uid>/<container>/<restart>.log`) live here.
     pub data_dir: PathBuf,
-    /// The podCIDR registered with a new Node (the runtime's CNI range).
+    /// The podCIDR registered with a new Node. Either way the pod network is the Node's
+    /// podCIDR, handed to the runtime once the Node has one.
     pub pod_cidr: Option<String>,
+    /// How long to wait for the node IPAM controller to give the Node a podCIDR.
+    pub pod_cidr_wait: Duration,
     /// The node's InternalIP (default: the address of the default route's interface).
     pub node_ip: Option<String>,
     /// Cluster DNS servers for dnsPolicy ClusterFirst (none: the node's resolv.conf).
@@ -76,6 +79,7 @@ impl Config {
             node_name: node_name.to_owned(),
             data_dir: data_dir.to_owned(),
             pod_cidr: None,
+            pod_cidr_wait: Duration::from_secs(120),
             node_ip: None,
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".into(),
@@ -129,12 +133,45 @@ pub async fn run(client: kube::Client, cri: cri::Cri, config: Config) -> anyhow:
     node::register(&shared)
         .await
         .context("registering the node")?;
+    configure_pod_network(&shared).await?;
     tokio::select! {
         r = node::run(&shared) => r,
         r = pods::run(shared.clone()) => r,
         r = tunnel::run(shared.clone()) => r,
         r = node_routes(&shared) => r,
         r = collect_images(&shared) => r,
+    }
+}
+
+/// Hands the Node's pod CIDRs to the runtime (CRI `UpdateRuntimeConfig`, as kubelet
+/// does), then waits a little for its network to be ready, so the Node turns Ready at once.
+async fn configure_pod_network(shared: &Shared) -> anyhow::Result<()> {
+    let cidrs = node::wait_pod_cidrs(shared)
+        .await
+        .context("reading the Node's pod CIDR")?;
+    let joined = cidrs.join(",");
+    shared
+        .cri
+        .update_runtime_config(&joined)
+        .await
+        .context("handing the pod CIDR to the runtime")?;
+    tracing::info!(pod_cidr = %joined, "pod network configured");
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = shared.cri.status().await?;
+        let network_ready = status
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && c.status);
+        if network_ready {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            // A runtime without a CNI template waits for someone else's config.
+            tracing::warn!(pod_cidr = %joined, "the runtime's network is not ready yet");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -149,7 +186,8 @@ async fn node_routes(shared: &Shared) -> anyhow::Result<()> {
     if !shared.config.node_routes {
         return std::future::pending().await;
     }
-    let router = routes::Router::new(vec!["ip".into()]);
+    let router = routes::Router::new(vec!["ip".into()])
+        .with_record(shared.config.data_dir.join("node-routes.json"));
     routes::run(
         shared.client.clone(),
         shared.config.node_name.clone(),

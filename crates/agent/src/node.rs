@@ -201,16 +201,63 @@ async fn conditions(cri: &Cri) -> Vec<NodeCondition> {
     ]
 }
 
-/// The pod CIDR assigned to the node (`spec.podCIDR`), if the Node exists and has one.
-pub async fn assigned_pod_cidr(
-    client: &kube::Client,
-    node_name: &str,
-) -> anyhow::Result<Option<String>> {
-    let node = Api::<Node>::all(client.clone()).get_opt(node_name).await?;
-    Ok(node.and_then(|n| n.spec).and_then(|s| s.pod_cidr))
+/// The node's pod CIDRs from its Node object (`spec.podCIDRs`, or `spec.podCIDR`), waiting
+/// up to `config.pod_cidr_wait` for the node IPAM controller to assign them, as kubelet
+/// takes its pod CIDR from the Node. A `--pod-cidr` that differs loses to the Node's, as
+/// in kubelet, with a warning.
+pub async fn wait_pod_cidrs(shared: &Shared) -> anyhow::Result<Vec<String>> {
+    let config = &shared.config;
+    let api: Api<Node> = Api::all(shared.client.clone());
+    let started = tokio::time::Instant::now();
+    let mut last_said: Option<tokio::time::Instant> = None;
+    loop {
+        let cidrs = api
+            .get_opt(&config.node_name)
+            .await?
+            .map(|n| pod_cidrs(&n))
+            .unwrap_or_default();
+        if !cidrs.is_empty() {
+            if let Some(flag) = &config.pod_cidr
+                && cidrs.first() != Some(flag)
+            {
+                tracing::warn!(
+                    node = %config.node_name,
+                    flag = %flag,
+                    node_pod_cidrs = %cidrs.join(","),
+                    "the Node's podCIDR differs from --pod-cidr; using the Node's, as kubelet does"
+                );
+            }
+            return Ok(cidrs);
+        }
+        anyhow::ensure!(
+            started.elapsed() < config.pod_cidr_wait,
+            "Node {} got no spec.podCIDR within {:?}: is the node IPAM controller running?",
+            config.node_name,
+            config.pod_cidr_wait
+        );
+        if last_said.is_none_or(|at| at.elapsed() >= config.lease_renew_interval) {
+            tracing::info!(node = %config.node_name, "waiting for the node IPAM controller to assign the Node's spec.podCIDR");
+            last_said = Some(tokio::time::Instant::now());
+            // The node is alive meanwhile: its Lease says so.
+            if let Err(e) = renew_lease(shared).await {
+                tracing::warn!(error = %e, "renewing node lease");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
-/// Creates the Node, or updates the status of an existing one.
+/// The pod CIDRs a Node holds: `spec.podCIDRs`, else `spec.podCIDR`.
+fn pod_cidrs(node: &Node) -> Vec<String> {
+    let spec = node.spec.clone().unwrap_or_default();
+    match spec.pod_cidrs {
+        Some(cidrs) if !cidrs.is_empty() => cidrs,
+        _ => spec.pod_cidr.into_iter().collect(),
+    }
+}
+
+/// Creates the Node (with `config.pod_cidr` as its podCIDR when given; the node IPAM
+/// controller leaves such a Node's CIDR alone), or updates the status of an existing one.
 pub async fn register(shared: &Shared) -> anyhow::Result<()> {
     let config = &shared.config;
     let api: Api<Node> = Api::all(shared.client.clone());

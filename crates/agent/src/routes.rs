@@ -4,10 +4,15 @@
 //! The nodes must share a link (one L2 segment), which is what the next hop requires.
 //!
 //! Routes carry their own protocol number, so the agent finds and removes the ones it
-//! added (for nodes that went away) without touching anyone else's.
+//! added (for nodes that went away) without touching anyone else's. Several nodes of
+//! different clusters on one host (several `kumo up`) share that number: each also keeps
+//! a record of its routes under its data directory and removes only those.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
 
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -55,11 +60,42 @@ pub fn wanted(own_node: &str, nodes: &[Node]) -> BTreeMap<IpNet, IpAddr> {
 /// Installs and removes routes with `ip` (`["ip"]`; tests prefix `ip netns exec NAME`).
 pub struct Router {
     ip_command: Vec<String>,
+    record: Option<PathBuf>,
 }
 
 impl Router {
+    /// A router that takes every route with [`ROUTE_PROTOCOL`] for its own.
     pub fn new(ip_command: Vec<String>) -> Self {
-        Self { ip_command }
+        Self {
+            ip_command,
+            record: None,
+        }
+    }
+
+    /// Takes for its own only the routes listed in `record` (a JSON file it keeps), so
+    /// routers of other instances on the host keep theirs.
+    pub fn with_record(mut self, record: PathBuf) -> Self {
+        self.record = Some(record);
+        self
+    }
+
+    fn recorded(&self) -> Option<BTreeSet<IpNet>> {
+        let path = self.record.as_ref()?;
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let listed: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+        Some(listed.iter().filter_map(|c| c.parse().ok()).collect())
+    }
+
+    fn write_record(&self, routes: &BTreeSet<IpNet>) -> anyhow::Result<()> {
+        if let Some(path) = &self.record {
+            let listed: Vec<String> = routes.iter().map(ToString::to_string).collect();
+            let json = serde_json::to_string(&listed)?;
+            let temporary = path.with_extension("tmp");
+            std::fs::write(&temporary, json)
+                .and_then(|()| std::fs::rename(&temporary, path))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Makes kumo's routes exactly `wanted`.
@@ -82,6 +118,11 @@ impl Router {
                 }
             }
         }
+        if let Some(recorded) = self.recorded() {
+            installed.retain(|dst, _| recorded.contains(dst) || wanted.contains_key(dst));
+            // Recorded before they exist, so a crash in between leaves none unowned.
+            self.write_record(&recorded.into_iter().chain(wanted.keys().copied()).collect())?;
+        }
         for (dst, via) in wanted {
             if installed.get(dst) != Some(via) {
                 self.ip(&[
@@ -102,6 +143,7 @@ impl Router {
                 .await?;
             tracing::info!(%dst, "removed the route to a node's pods");
         }
+        self.write_record(&wanted.keys().copied().collect())?;
         Ok(())
     }
 

@@ -237,8 +237,9 @@ impl Up {
             let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
         };
         quiet(Command::new("ip").args(["link", "delete", BRIDGE]));
-        quiet(Command::new("nft").args(["delete", "table", "ip", "kumo"]));
-        quiet(Command::new("nft").args(["delete", "table", "ip6", "kumo"]));
+        // The proxy's tables are named after the bridge (kumo up removes them on exit).
+        quiet(Command::new("nft").args(["delete", "table", "ip", BRIDGE]));
+        quiet(Command::new("nft").args(["delete", "table", "ip6", BRIDGE]));
     }
     /// Prints kumo up's output and the end of its log.
     fn dump(&self) {
@@ -357,7 +358,15 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
         &["get", "pods", "-o", "name"],
         |pods| pods.trim().is_empty(),
     )?;
+    // The proxy's tables are named after the node's bridge, and go when kumo up stops.
+    let tables = || -> anyhow::Result<String> {
+        let out = Command::new("nft").args(["list", "tables"]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let table = format!("table ip {BRIDGE}\n");
+    assert!(tables()?.contains(&table), "{}", tables()?);
     up.stop();
+    assert!(!tables()?.contains(&table), "{}", tables()?);
     Ok(())
 }
 

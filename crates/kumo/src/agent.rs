@@ -32,9 +32,11 @@ pub struct AgentArgs {
     /// Directory for pods, logs and the private containerd.
     #[arg(long, default_value = "/var/lib/kumo-agent")]
     pub data_dir: PathBuf,
-    /// Pod network of the node when its Node has no spec.podCIDR.
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pub pod_cidr: String,
+    /// Pod network of a Node this agent creates. Without it the node IPAM controller
+    /// assigns the Node's spec.podCIDR and the agent waits for it; a Node that already has
+    /// a podCIDR keeps it (as kubelet, the Node's wins).
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
     /// The Linux bridge of the pod network (private containerd only).
     #[arg(long, default_value = "kumo0")]
     pub bridge: String,
@@ -95,19 +97,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
     let client = ::agent::client_from_kubeconfig(&kubeconfig).await?;
-    let pod_cidr = ::agent::node::assigned_pod_cidr(&client, &node_name)
-        .await
-        .context("reading the Node")?
-        .unwrap_or(args.pod_cidr);
 
     let (containerd, socket) = match args.cri_socket {
         Some(socket) => (None, socket),
         None => {
+            // The pod network follows once the Node has its podCIDR (UpdateRuntimeConfig).
             let mut config = ::agent::containerd::Config::new(&data_dir.join("containerd"));
-            config.pod_cidr = pod_cidr.clone();
             config.bridge = args.bridge;
             config.containerd_binary = args.containerd;
-            tracing::info!(dir = %config.dir.display(), %pod_cidr, "starting containerd");
+            tracing::info!(dir = %config.dir.display(), "starting containerd");
             let containerd = ::agent::containerd::Containerd::start(config).await?;
             let socket = containerd.socket();
             (Some(containerd), socket)
@@ -123,7 +121,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     let mut config = ::agent::Config::new(&node_name, &data_dir);
-    config.pod_cidr = Some(pod_cidr);
+    config.pod_cidr = args.pod_cidr;
     config.node_ip = args.node_ip;
     config.cluster_dns = args.cluster_dns;
     config.cluster_domain = args.cluster_domain;

@@ -28,23 +28,27 @@ pub struct UpArgs {
     #[arg(long)]
     pub node_name: Option<String>,
     /// The node's address: the Node's InternalIP, where NodePorts and the cluster DNS
-    /// answer (default: the address of the default route's interface).
+    /// answer (port 53, or a free port when another `kumo up` holds it; default: the
+    /// address of the default route's interface).
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
-    /// Pod network of the node when the node IPAM controller has not given it one yet.
+    /// Pod network of the node, registered with its Node (the node IPAM controller then
+    /// gives other nodes other subnets); a Node that already has one keeps it.
     #[arg(long, default_value = "10.42.0.0/24")]
-    pub pod_cidr: String,
+    pub pod_cidr: ipnet::IpNet,
     /// The cluster's pod network: traffic from outside it to a ClusterIP is masqueraded.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: ipnet::IpNet,
-    /// The Linux bridge of the pod network.
+    /// The Linux bridge of the pod network. It also names what this node puts on the host
+    /// besides (the nftables tables `ip BRIDGE` and `ip6 BRIDGE`, the loopback label
+    /// `lo:BRIDGE`), so several `kumo up` on one host each need a bridge of their own.
     #[arg(long, default_value = "kumo0")]
     pub bridge: String,
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
     /// Addresses LoadBalancer Services get their ingress IP from (none: they stay pending);
-    /// the node holds the ones it announces on `lo` (label `lo:kumo`), so a pool on the
+    /// the node holds the ones it announces on `lo` (label `lo:BRIDGE`), so a pool on the
     /// node's LAN is reachable from its neighbours.
     #[arg(long = "load-balancer-pool", value_delimiter = ',')]
     pub load_balancer_pool: Vec<ipnet::IpNet>,
@@ -76,6 +80,12 @@ fn proxy_identity() -> Identity {
 
 /// Runs the cluster until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.cluster_cidr.contains(&args.pod_cidr),
+        "--pod-cidr {} is not inside --cluster-cidr {}",
+        args.pod_cidr,
+        args.cluster_cidr
+    );
     let started = server::start(args.server).await?;
     let data_dir = started.data_dir.clone();
     let server = started.server.clone();
@@ -109,32 +119,52 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     write_node_kubeconfig(&node_kubeconfig, &node_name, &url, &ca)?;
 
     let admin = apiserver::local::client(server.clone(), DEFAULT_CLUSTER, Identity::loopback());
-    publish_dns_service(&admin, dns_ip, node_ip, &node_name).await?;
-    let dns = dns::start(
-        apiserver::local::client(server.clone(), DEFAULT_CLUSTER, dns_identity()),
-        dns::Config {
-            listen: SocketAddr::new(node_ip, 53),
-            domain: args.cluster_domain.clone(),
-            ..Default::default()
-        },
+    let dns_config = |port| dns::Config {
+        listen: SocketAddr::new(node_ip, port),
+        domain: args.cluster_domain.clone(),
+        ..Default::default()
+    };
+    let dns_client = || apiserver::local::client(server.clone(), DEFAULT_CLUSTER, dns_identity());
+    let dns = match dns::start(dns_client(), dns_config(53)).await {
+        // Another `kumo up` on this host serves its cluster there: pods reach this one's
+        // through the kube-dns ClusterIP all the same, whatever port it listens on.
+        Err(dns::Error::Bind { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            dns::start(dns_client(), dns_config(0)).await
+        }
+        other => other,
+    }
+    .with_context(|| format!("starting the cluster DNS on {node_ip}"))?;
+    let dns_port = dns.udp.port();
+    publish_dns_service(
+        &admin,
+        dns_ip,
+        SocketAddr::new(node_ip, dns_port),
+        &node_name,
     )
-    .await
-    .with_context(|| format!("starting the cluster DNS on {node_ip}:53"))?;
-    println!("kumo up: cluster DNS on {node_ip}:53, Service kube-system/kube-dns at {dns_ip}");
+    .await?;
+    println!(
+        "kumo up: cluster DNS on {node_ip}:{dns_port}, Service kube-system/kube-dns at {dns_ip}"
+    );
     let dns = tokio::spawn(dns.wait());
 
-    let proxy = tokio::spawn(proxy::run(
+    let proxy_config = proxy::Config {
+        node_name: node_name.clone(),
+        node_ips: vec![node_ip],
+        cluster_cidrs: vec![args.cluster_cidr],
+        table: proxy::table_for_bridge(&args.bridge),
+        announce_label: (!args.load_balancer_pool.is_empty())
+            .then(|| proxy::announce_label_for_bridge(&args.bridge)),
+        load_balancer_pool: args.load_balancer_pool,
+        ..Default::default()
+    };
+    let mut proxy = tokio::spawn(proxy::run(
         apiserver::local::client(server.clone(), DEFAULT_CLUSTER, proxy_identity()),
-        proxy::Config {
-            node_name: node_name.clone(),
-            node_ips: vec![node_ip],
-            cluster_cidrs: vec![args.cluster_cidr],
-            announce_label: (!args.load_balancer_pool.is_empty()).then(|| "lo:kumo".to_owned()),
-            load_balancer_pool: args.load_balancer_pool,
-            ..Default::default()
-        },
+        proxy_config.clone(),
     ));
-    println!("kumo up: service proxy running (nftables table ip kumo)");
+    println!(
+        "kumo up: service proxy running (nftables table ip {})",
+        proxy_config.table
+    );
 
     let agent = tokio::spawn(crate::agent::run(AgentArgs {
         kubeconfig: Some(node_kubeconfig),
@@ -144,7 +174,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         node_name: Some(node_name.clone()),
         cri_socket: None,
         data_dir: data_dir.join("agent"),
-        pod_cidr: args.pod_cidr,
+        pod_cidr: Some(args.pod_cidr.trunc().to_string()),
         bridge: args.bridge,
         node_ip: Some(node_ip.to_string()),
         cluster_dns: vec![dns_ip.to_string()],
@@ -171,9 +201,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             other => flatten("the agent", other),
         },
         r = dns => flatten("the cluster DNS", r),
-        r = proxy => flatten("the service proxy", r),
+        r = &mut proxy => flatten("the service proxy", r),
     };
     tracing::info!("shutting down");
+    // The rules go with the proxy: only this node's tables, other instances keep theirs.
+    proxy.abort();
+    let _ = (&mut proxy).await;
+    if let Err(e) = proxy::cleanup(&proxy_config).await {
+        tracing::warn!(error = %e, table = %proxy_config.table, "removing the service proxy's rules");
+    }
     // Aborting the agent drops its containerd, which stops it; containers keep running.
     agent.abort();
     let _ = agent.await;
@@ -199,30 +235,37 @@ fn write_node_kubeconfig(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The `kube-dns` Service in kube-system at `dns_ip`, without a selector, and its
-/// EndpointSlice and Endpoints pointing at the DNS server on the node, so the proxy sends
-/// the ClusterIP's traffic there. Applied on every start: the node's address may change.
+/// The `kube-dns` Service in kube-system at `dns_ip` (port 53), without a selector, and
+/// its EndpointSlice and Endpoints pointing at the DNS server on the node (`dns_server`),
+/// so the proxy sends the ClusterIP's traffic there. Applied on every start: the node's
+/// address (and the server's port) may change.
 async fn publish_dns_service(
     client: &kube::Client,
     dns_ip: IpAddr,
-    node_ip: IpAddr,
+    dns_server: SocketAddr,
     node_name: &str,
 ) -> anyhow::Result<()> {
+    let node_ip = dns_server.ip();
     let params = PatchParams::apply("kumo-up").force();
     let labels = serde_json::json!({
         "k8s-app": "kube-dns",
         "kubernetes.io/cluster-service": "true",
         "kubernetes.io/name": "KumoDNS",
     });
+    let target = dns_server.port();
+    let service_ports = serde_json::json!([
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": target},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": target},
+    ]);
     let ports = serde_json::json!([
-        {"name": "dns", "port": 53, "protocol": "UDP"},
-        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        {"name": "dns", "port": target, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": target, "protocol": "TCP"},
     ]);
     let service = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-        "spec": {"clusterIP": dns_ip.to_string(), "ports": ports},
+        "spec": {"clusterIP": dns_ip.to_string(), "ports": service_ports},
     });
     Api::<Service>::namespaced(client.clone(), "kube-system")
         .patch("kube-dns", &params, &Patch::Apply(&service))

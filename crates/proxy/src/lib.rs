@@ -1,6 +1,7 @@
 //! kumo's service proxy, kube-proxy's nftables mode: Services and EndpointSlices (watched
-//! with kube-rs reflectors) become one nftables table per address family (`ip kumo`,
-//! `ip6 kumo`), applied atomically with `nft -f` whenever the rules change, debounced so a
+//! with kube-rs reflectors) become one nftables table per address family (`ip NAME`,
+//! `ip6 NAME`; each node instance on a host has its own NAME, see [`table_for_bridge`],
+//! and touches no other table), applied atomically with `nft -f` whenever the rules change, debounced so a
 //! burst of endpoint updates costs one transaction and reaches the kernel well within a
 //! second. With a LoadBalancer pool configured, the proxy also gives LoadBalancer Services
 //! their ingress IP ([`loadbalancer`]) and announces it from one node ([`announce`]).
@@ -42,6 +43,9 @@ pub struct Config {
     /// The nft command (`["nft"]`; tests run it in a namespace with
     /// `["ip", "netns", "exec", NAME, "nft"]`).
     pub nft_command: Vec<String>,
+    /// The name of this proxy's tables (`ip NAME`, `ip6 NAME`): the only ones it writes or
+    /// removes, so several proxies (several `kumo up` on one host) keep apart.
+    pub table: String,
     /// Addresses LoadBalancer Services get their ingress IP from; none leaves them pending.
     pub load_balancer_pool: Vec<IpNet>,
     /// The loopback label (`lo:kumo`) under which this node holds the LoadBalancer
@@ -60,12 +64,59 @@ impl Default for Config {
             node_ips: Vec::new(),
             cluster_cidrs: Vec::new(),
             nft_command: vec!["nft".into()],
+            table: ruleset::DEFAULT_TABLE.into(),
             load_balancer_pool: Vec::new(),
             announce_label: None,
             ip_command: vec!["ip".into()],
             debounce: Duration::from_millis(50),
         }
     }
+}
+
+/// The table of the proxy of the node whose pod bridge is `bridge`: the bridge's own name
+/// (two pod networks on one host never share a bridge), or `kumo-` and a hash of it when
+/// the name is not a plain nft identifier.
+pub fn table_for_bridge(bridge: &str) -> String {
+    let plain = bridge.starts_with(|c: char| c.is_ascii_alphabetic())
+        && bridge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain {
+        bridge.to_owned()
+    } else {
+        format!("kumo-{}", ruleset::short_hash(bridge).to_lowercase())
+    }
+}
+
+/// The loopback label ([`Config::announce_label`]) of the node whose pod bridge is
+/// `bridge`: `lo:` and the bridge's name, or a hash of it where the name is too long for
+/// a label (15 characters in all).
+pub fn announce_label_for_bridge(bridge: &str) -> String {
+    let label = format!("lo:{bridge}");
+    if label.len() <= 15 && bridge.chars().all(|c| c.is_ascii_graphic()) {
+        label
+    } else {
+        format!("lo:{}", ruleset::short_hash(bridge).to_lowercase())
+    }
+}
+
+/// Undoes what the proxy of `config` put on the node, and nothing else: its tables
+/// (`ip TABLE` and `ip6 TABLE`, in one transaction; absent ones are no error) and the
+/// LoadBalancer addresses under its loopback label.
+pub async fn cleanup(config: &Config) -> anyhow::Result<()> {
+    let mut script = String::new();
+    for family in [Family::V4, Family::V6] {
+        let t = format!("{} {}", family.keyword(), config.table);
+        // `add` first: deleting a table that does not exist fails the whole batch.
+        script += &format!("add table {t}\ndelete table {t}\n");
+    }
+    nft::apply(&config.nft_command, &script).await?;
+    if let Some(label) = &config.announce_label {
+        announce::Announcer::new(label, config.ip_command.clone())
+            .sync(&Default::default())
+            .await?;
+    }
+    Ok(())
 }
 
 /// How long to wait before trying again after nft refused a transaction.
@@ -132,7 +183,7 @@ async fn sync_loop(
             if applied.get(&family) == Some(&wanted) {
                 continue;
             }
-            let script = wanted.transaction(applied.get(&family));
+            let script = wanted.transaction(&config.table, applied.get(&family));
             match nft::apply(&config.nft_command, &script).await {
                 Ok(()) => {
                     tracing::debug!(

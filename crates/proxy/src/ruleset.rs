@@ -1,5 +1,5 @@
 //! The nftables ruleset of kube-proxy's nftables mode, for one address family: tables
-//! `ip kumo` and `ip6 kumo`, verdict maps from service addresses to per-service chains,
+//! `ip NAME` and `ip6 NAME` (`kumo0` for `kumo up`'s default bridge), verdict maps from service addresses to per-service chains,
 //! `numgen` load balancing over per-endpoint DNAT chains, ClientIP affinity in timed sets,
 //! traffic policies, masquerading marks and rejects for Services without endpoints.
 //!
@@ -15,8 +15,8 @@ use ipnet::IpNet;
 
 use crate::model::{Endpoint, ServicePort};
 
-/// The table name in both families.
-pub const TABLE: &str = "kumo";
+/// The table name in both families when nothing else is asked for.
+pub const DEFAULT_TABLE: &str = "kumo";
 
 /// The packet mark bit that asks for masquerading (upstream's 0x4000).
 const MASQ_MARK: &str = "0x4000";
@@ -24,9 +24,9 @@ const MASQ_MARK: &str = "0x4000";
 /// An address family: one table each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
-    /// `ip kumo`.
+    /// `ip NAME`.
     V4,
-    /// `ip6 kumo`.
+    /// `ip6 NAME`.
     V6,
 }
 
@@ -446,10 +446,11 @@ impl Ruleset {
         }
     }
 
-    /// The `nft -f` script that brings the kernel from `previous` (what this process
-    /// applied last; `None`: unknown) to this ruleset, in one atomic transaction.
-    pub fn transaction(&self, previous: Option<&Ruleset>) -> String {
-        let t = format!("{} {TABLE}", self.family.keyword());
+    /// The `nft -f` script that brings table `table` from `previous` (what this process
+    /// applied last; `None`: unknown) to this ruleset, in one atomic transaction. Nothing
+    /// outside that table is touched, so proxies with tables of their own share a host.
+    pub fn transaction(&self, table: &str, previous: Option<&Ruleset>) -> String {
+        let t = format!("{} {table}", self.family.keyword());
         let mut out = String::new();
         let empty = Ruleset {
             family: self.family,
@@ -557,7 +558,7 @@ fn ip_label(ip: &IpAddr) -> String {
 }
 
 /// A short stable hash, as upstream prefixes chain names: 8 base32 characters of FNV-1a.
-fn short_hash(s: &str) -> String {
+pub(crate) fn short_hash(s: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {

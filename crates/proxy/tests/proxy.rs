@@ -265,14 +265,14 @@ async fn every_feature_of_the_ruleset_is_accepted_by_nft() {
         let smaller = build(family, &node, &fewer);
         // From scratch, then the difference to a smaller ruleset and back.
         for script in [
-            full.transaction(None),
-            smaller.transaction(Some(&full)),
-            full.transaction(Some(&smaller)),
+            full.transaction(proxy::ruleset::DEFAULT_TABLE, None),
+            smaller.transaction(proxy::ruleset::DEFAULT_TABLE, Some(&full)),
+            full.transaction(proxy::ruleset::DEFAULT_TABLE, Some(&smaller)),
         ] {
             apply_in(&ns, &script).await;
         }
         // Applying the full ruleset from scratch over an existing table works too.
-        apply_in(&ns, &full.transaction(None)).await;
+        apply_in(&ns, &full.transaction(proxy::ruleset::DEFAULT_TABLE, None)).await;
     }
 }
 

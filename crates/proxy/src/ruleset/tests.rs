@@ -430,7 +430,7 @@ fn ipv6_services_go_to_the_ip6_table() {
         endpoint_rules[1],
         "meta l4proto tcp dnat to [fd00:42::5]:8080"
     );
-    assert!(v6.transaction(None).contains(
+    assert!(v6.transaction(DEFAULT_TABLE, None).contains(
         "add map ip6 kumo service-ips { type ipv6_addr . inet_proto . inet_service : verdict ; }"
     ));
 }
@@ -448,7 +448,7 @@ fn transactions_replace_whole_tables_then_only_what_changed() {
             ]),
         )],
     );
-    let full = before.transaction(None);
+    let full = before.transaction(DEFAULT_TABLE, None);
     let lines: Vec<&str> = full.lines().collect();
     assert_eq!(
         lines[..3],
@@ -465,7 +465,10 @@ fn transactions_replace_whole_tables_then_only_what_changed() {
         &"add rule ip kumo services ip daddr . meta l4proto . th dport vmap @service-ips"
     ));
     // Nothing changed: nothing but the table's idempotent add.
-    assert_eq!(before.transaction(Some(&before)), "add table ip kumo\n");
+    assert_eq!(
+        before.transaction(DEFAULT_TABLE, Some(&before)),
+        "add table ip kumo\n"
+    );
 
     // One endpoint leaves: its chain and set go, the service chain and map are rewritten,
     // the other endpoint's chain and affinity set stay untouched.
@@ -473,7 +476,7 @@ fn transactions_replace_whole_tables_then_only_what_changed() {
         &[web(affinity)],
         &[slice("web", json!([ep("10.42.0.5", "node-a", ready())]))],
     );
-    let delta = after.transaction(Some(&before));
+    let delta = after.transaction(DEFAULT_TABLE, Some(&before));
     let (service_chain, _) = chain(&after, "service-");
     let gone_chain = chains_like(&before, "endpoint-")
         .into_iter()
@@ -509,4 +512,23 @@ fn transactions_replace_whole_tables_then_only_what_changed() {
         .find(&format!("delete chain ip kumo {gone_chain}"))
         .expect("delete");
     assert!(rewrite < delete);
+}
+
+#[test]
+fn a_transaction_touches_only_its_own_table() {
+    let rs = rules(
+        &[web(json!({}))],
+        &[slice("web", json!([ep("10.42.0.5", "node-a", ready())]))],
+    );
+    for script in [
+        rs.transaction("kumoup0", None),
+        rs.transaction("kumoup0", Some(&rules(&[], &[]))),
+    ] {
+        for line in script.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            // `VERB [OBJECT] ip kumoup0 ...`: the family is always followed by our table.
+            let family_at = words.iter().position(|w| *w == "ip").expect(line);
+            assert_eq!(words[family_at + 1], "kumoup0", "{line}");
+        }
+    }
 }
