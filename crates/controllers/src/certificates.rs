@@ -22,10 +22,14 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
 };
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
+
+use crate::workloads::{Error, Result, informer, run_loop};
 
 /// The signer of node client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -35,8 +39,6 @@ pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
 const DEFAULT_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Shortest duration a request may ask for, as upstream.
 const MIN_DURATION: Duration = Duration::from_secs(600);
-/// How often every request is looked at again (a transient failure is retried then).
-const RESYNC: Duration = Duration::from_secs(10);
 
 /// The cluster CA that signs certificates.
 #[derive(Clone)]
@@ -47,31 +49,24 @@ pub struct SigningCa {
     pub key_pem: String,
 }
 
-/// Runs the approver and signer until the future is dropped.
+struct State {
+    client: Client,
+    ca: SigningCa,
+}
+
+/// Runs the approver and signer until the future is dropped: one informer over the
+/// requests feeding a work queue, as upstream's two controllers. A failed approval or
+/// signing is retried with the queue's per-request exponential backoff; nothing lists the
+/// requests again on a timer.
 pub async fn run(client: Client, ca: SigningCa) -> anyhow::Result<()> {
-    let ca = Arc::new(ca);
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let mut events = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    loop {
-        // Everything pending, then whatever changes, then everything again after RESYNC.
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                for csr in list.items {
-                    handle(&client, &ca, csr).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "certificates: listing requests failed"),
-        }
-        let deadline = tokio::time::Instant::now() + RESYNC;
-        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
-            if let Ok(csr) = event {
-                handle(&client, &ca, csr).await;
-            }
-        }
-    }
+    let (requests, events) = informer(
+        Api::<CertificateSigningRequest>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let queue = events.map(|csr| ObjectRef::from_obj(csr.as_ref()));
+    let state = Arc::new(State { client, ca });
+    run_loop("certificates", requests, queue, state, reconcile).await;
+    Ok(())
 }
 
 fn condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
@@ -81,37 +76,31 @@ fn condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
-async fn handle(client: &Client, ca: &SigningCa, csr: CertificateSigningRequest) {
-    let name = csr.name_any();
-    let result = async {
-        if condition(&csr, "Denied") || condition(&csr, "Failed") {
-            return Ok(());
-        }
-        if !condition(&csr, "Approved") {
-            if csr.spec.signer_name == KUBELET_CLIENT_SIGNER {
-                approve_if_allowed(client, &csr).await?;
-            }
-            return Ok(());
-        }
-        let signed = csr
-            .status
-            .as_ref()
-            .and_then(|s| s.certificate.as_ref())
-            .is_some_and(|c| !c.0.is_empty());
-        if !signed
-            && matches!(
-                csr.spec.signer_name.as_str(),
-                KUBELET_CLIENT_SIGNER | CLIENT_SIGNER
-            )
-        {
-            sign(client, ca, &csr).await?;
-        }
-        anyhow::Ok(())
+async fn reconcile(csr: Arc<CertificateSigningRequest>, state: Arc<State>) -> Result<Action> {
+    if condition(&csr, "Denied") || condition(&csr, "Failed") {
+        return Ok(Action::await_change());
     }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(csr = %name, error = %e, "certificates: handling a request failed");
+    if !condition(&csr, "Approved") {
+        if csr.spec.signer_name == KUBELET_CLIENT_SIGNER {
+            approve_if_allowed(&state.client, &csr).await?;
+        }
+        // Approval is a change to the request, which brings it back here to be signed.
+        return Ok(Action::await_change());
     }
+    let signed = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .is_some_and(|c| !c.0.is_empty());
+    if !signed
+        && matches!(
+            csr.spec.signer_name.as_str(),
+            KUBELET_CLIENT_SIGNER | CLIENT_SIGNER
+        )
+    {
+        sign(&state.client, &state.ca, &csr).await?;
+    }
+    Ok(Action::await_change())
 }
 
 /// What a node client certificate request asks for, if it is well formed.
@@ -161,10 +150,7 @@ fn dn_text(v: &rcgen::DnValue) -> String {
     }
 }
 
-async fn approve_if_allowed(
-    client: &Client,
-    csr: &CertificateSigningRequest,
-) -> anyhow::Result<()> {
+async fn approve_if_allowed(client: &Client, csr: &CertificateSigningRequest) -> Result<()> {
     let cn = match node_subject(csr) {
         Ok(cn) => cn,
         Err(why) => {
@@ -229,15 +215,16 @@ async fn approve_if_allowed(
     Ok(())
 }
 
-async fn sign(
-    client: &Client,
-    ca: &SigningCa,
-    csr: &CertificateSigningRequest,
-) -> anyhow::Result<()> {
-    let pem = String::from_utf8(csr.spec.request.0.clone())?;
-    let request = rcgen::CertificateSigningRequestParams::from_pem(&pem)?;
-    let ca_key = rcgen::KeyPair::from_pem(&ca.key_pem)?;
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+async fn sign(client: &Client, ca: &SigningCa, csr: &CertificateSigningRequest) -> Result<()> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| Error::Invalid(format!("{what}: {e}"));
+    let pem = String::from_utf8(csr.spec.request.0.clone())
+        .map_err(|e| invalid("request is not PEM", &e))?;
+    let request = rcgen::CertificateSigningRequestParams::from_pem(&pem)
+        .map_err(|e| invalid("request is not a valid CSR", &e))?;
+    let ca_key =
+        rcgen::KeyPair::from_pem(&ca.key_pem).map_err(|e| invalid("CA key unusable", &e))?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)
+        .map_err(|e| invalid("CA certificate unusable", &e))?;
     let requested = csr
         .spec
         .expiration_seconds
@@ -248,7 +235,8 @@ async fn sign(
     let now = time::OffsetDateTime::now_utc();
     // Back-dated a little for clocks that lag, as upstream's signer does.
     params.params.not_before = now - time::Duration::minutes(5);
-    params.params.not_after = now + time::Duration::seconds(i64::try_from(duration.as_secs())?);
+    params.params.not_after =
+        now + time::Duration::seconds(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
     params.params.is_ca = rcgen::IsCa::ExplicitNoCa;
     params.params.key_usages = vec![
         rcgen::KeyUsagePurpose::DigitalSignature,
@@ -256,7 +244,9 @@ async fn sign(
     ];
     params.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&issuer)?;
+    let cert = params
+        .signed_by(&issuer)
+        .map_err(|e| invalid("signing failed", &e))?;
     let status = CertificateSigningRequestStatus {
         certificate: Some(ByteString(cert.pem().into_bytes())),
         conditions: csr.status.as_ref().and_then(|s| s.conditions.clone()),

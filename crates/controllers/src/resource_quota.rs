@@ -3,45 +3,44 @@
 //! exists in the namespace.
 //!
 //! Creates are charged by quota admission in the API server as they happen; this loop
-//! computes usage from its caches when a quota is new or its limits change, *replenishes*
-//! when charged objects go away (deleted, or pods reaching a terminal phase), and resyncs
-//! every quota every five minutes (upstream's `--resource-quota-sync-period`). Pods,
-//! services, claims, config maps, secrets, replication controllers and quotas are cached;
-//! `count/<resource>.<group>` of other kinds is counted with a LIST when the quota syncs,
-//! and such quotas resync every 30 s.
+//! computes usage from its informer caches when a quota is new or its limits change,
+//! *replenishes* when charged objects go away (deleted, or pods reaching a terminal phase),
+//! and resyncs every quota every five minutes from the caches (upstream's
+//! `--resource-quota-sync-period`). Pods, services, claims, config maps, secrets,
+//! replication controllers and quotas are always cached; for `count/<resource>.<group>` of
+//! any other kind an informer is started when a quota first names it and stopped when no
+//! quota names it any more, as upstream's dynamic informers for quotable resources.
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apimachinery::quantity::Quantity;
 use apimachinery::quota::{self, ResourceList};
+use futures::channel::mpsc;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, ResourceQuota,
     ResourceQuotaStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
-use kube::runtime::controller::{self, Action, applier};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
+use crate::workloads::{Error, Result, run_loop};
 use crate::{Context, FIELD_MANAGER};
 
-/// Full resync period of every quota.
+/// Full resync period of every quota (read from the caches).
 const RESYNC: Duration = Duration::from_secs(300);
-/// Resync period of quotas counting kinds this loop does not cache.
-const UNCACHED_RESYNC: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    #[error(transparent)]
-    Kube(#[from] kube::Error),
-}
+/// How soon a quota naming `count/<resource>` of a kind the server does not serve looks
+/// the kind up again (upstream re-runs discovery every 30 s for the same reason).
+const DISCOVERY_RETRY: Duration = Duration::from_secs(30);
+/// How long a reconcile waits for a newly started informer's first list.
+const INFORMER_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cached kind that quotas charge.
 struct Tracked {
@@ -53,14 +52,43 @@ struct Tracked {
 struct State {
     client: Client,
     tracked: Vec<Tracked>,
-    /// ApiResources of uncached kinds by `<plural>.<group>`, from discovery.
-    uncached: Mutex<HashMap<String, ApiResource>>,
+    counted: Arc<Counted>,
+}
+
+/// Informers over the kinds named only by `count/<resource>.<group>`, keyed by
+/// `<resource>.<group>` as the quota spells it.
+struct Counted {
+    client: Client,
+    quotas: Store<ResourceQuota>,
+    /// Enqueues quotas when a counted object comes or goes.
+    wake: mpsc::UnboundedSender<ObjectRef<ResourceQuota>>,
+    informers: Mutex<HashMap<String, CountInformer>>,
+}
+
+/// One on-demand informer; its watch stops when this is dropped.
+struct CountInformer {
+    store: Store<DynamicObject>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CountInformer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Runs the loop until the future is dropped.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let (quotas, quota_writer) = reflector::store::<ResourceQuota>();
+    let (wake, woken) = mpsc::unbounded();
+    let counted = Arc::new(Counted {
+        client: client.clone(),
+        quotas: quotas.clone(),
+        wake,
+        informers: Mutex::new(HashMap::new()),
+    });
+    let pruner = counted.clone();
     let quota_events = reflector::reflector(
         quota_writer,
         watcher(
@@ -69,19 +97,27 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         ),
     )
     .default_backoff()
-    .filter_map(|event| async move {
-        match event {
-            // New quotas, changed limits, and status that does not cover the limits.
-            Ok(watcher::Event::Apply(q) | watcher::Event::InitApply(q)) if needs_sync(&q) => {
-                Some(vec![ObjectRef::from_obj(&q)])
+    .filter_map(move |event| {
+        let pruner = pruner.clone();
+        async move {
+            match event {
+                // New quotas, changed limits, and status that does not cover the limits.
+                Ok(watcher::Event::Apply(q) | watcher::Event::InitApply(q)) if needs_sync(&q) => {
+                    Some(vec![ObjectRef::from_obj(&q)])
+                }
+                // The kinds only this quota counted need no informer any more.
+                Ok(watcher::Event::Delete(_)) => {
+                    pruner.prune();
+                    None
+                }
+                _ => None,
             }
-            _ => None,
         }
     })
     .boxed();
 
     let mut tracked = Vec::new();
-    let mut triggers = vec![quota_events];
+    let mut triggers = vec![quota_events, woken.map(|q| vec![q]).boxed()];
     macro_rules! track {
         ($ty:ty, $group:expr, $plural:expr, $on_apply:expr) => {{
             let ar = ApiResource::erase::<$ty>(&());
@@ -144,24 +180,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let state = Arc::new(State {
         client,
         tracked,
-        uncached: Mutex::new(HashMap::new()),
+        counted,
     });
-    let queue = stream::select_all(triggers)
-        .flat_map(|refs| stream::iter(refs.into_iter().map(Ok::<_, Infallible>)));
-    applier(
-        |q, state: Arc<State>| Box::pin(async move { reconcile(q, &state).await }),
-        |_, _, _| Action::requeue(Duration::from_secs(2)),
-        state,
-        quotas,
-        queue,
-        controller::Config::default(),
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "resourcequota: reconcile failed");
-        }
-    })
-    .await;
+    let queue = stream::select_all(triggers).flat_map(stream::iter);
+    run_loop("resourcequota", quotas, queue, state, reconcile).await;
     Ok(())
 }
 
@@ -196,7 +218,7 @@ fn same(a: &ResourceList, b: &ResourceList) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v))
 }
 
-async fn reconcile(q: Arc<ResourceQuota>, state: &State) -> Result<Action, Error> {
+async fn reconcile(q: Arc<ResourceQuota>, state: Arc<State>) -> Result<Action> {
     let Some(ns) = q.namespace() else {
         return Ok(Action::await_change());
     };
@@ -233,8 +255,8 @@ async fn reconcile(q: Arc<ResourceQuota>, state: &State) -> Result<Action, Error
             }
         }
     }
-    // Object counts of kinds not cached here.
-    let mut uncached = false;
+    // Object counts of kinds only quotas name, from their on-demand informers.
+    let mut unserved = false;
     for name in hard.keys().filter(|n| !covered.contains(n)) {
         let Some(target) = name.strip_prefix("count/") else {
             continue;
@@ -244,9 +266,11 @@ async fn reconcile(q: Arc<ResourceQuota>, state: &State) -> Result<Action, Error
             used.insert(name.clone(), Quantity::ZERO);
             continue;
         }
-        uncached = true;
-        if let Some(n) = count_uncached(state, &ns, target).await? {
-            used.insert(name.clone(), Quantity::from_count(n));
+        match state.counted.count(&ns, target).await? {
+            Some(n) => {
+                used.insert(name.clone(), Quantity::from_count(n));
+            }
+            None => unserved = true,
         }
     }
     let status = q.status.as_ref();
@@ -271,56 +295,159 @@ async fn reconcile(q: Arc<ResourceQuota>, state: &State) -> Result<Action, Error
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Action::requeue(if uncached {
-        UNCACHED_RESYNC
+    // Kinds named but not served (yet, say a CRD to come) are looked up again sooner.
+    state.counted.prune();
+    Ok(Action::requeue(if unserved {
+        DISCOVERY_RETRY
     } else {
         RESYNC
     }))
 }
 
-/// How many objects of `target` (`<plural>` or `<plural>.<group>`) exist in `ns`; `None`
-/// when no such resource is served.
-async fn count_uncached(state: &State, ns: &str, target: &str) -> Result<Option<i64>, Error> {
-    let (plural, group) = target.split_once('.').unwrap_or((target, ""));
-    let cached = state
-        .uncached
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(target)
-        .cloned();
-    let ar = match cached {
-        Some(ar) => ar,
-        None => {
-            let found = kube::discovery::group(&state.client, group)
-                .await
-                .ok()
-                .and_then(|g| {
-                    g.resources_by_stability()
-                        .into_iter()
-                        .find(|(ar, _)| ar.plural == plural)
-                });
-            let Some((ar, _)) = found else {
-                return Ok(None);
+impl Counted {
+    /// How many objects of `target` (`<plural>` or `<plural>.<group>`) the informer for it
+    /// holds in `ns`, starting the informer if none runs yet; `None` when no such resource
+    /// is served.
+    async fn count(self: &Arc<Self>, ns: &str, target: &str) -> Result<Option<i64>> {
+        let Some(store) = self.informer(target).await? else {
+            return Ok(None);
+        };
+        // A new informer must have listed once, or the namespace would look empty.
+        if tokio::time::timeout(INFORMER_SYNC_TIMEOUT, store.wait_until_ready())
+            .await
+            .is_err()
+        {
+            return Err(Error::Invalid(format!(
+                "informer for {target} has not synced yet"
+            )));
+        }
+        let n = store
+            .state()
+            .iter()
+            .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
+            .count();
+        Ok(Some(i64::try_from(n).unwrap_or(i64::MAX)))
+    }
+
+    /// The cache of the informer for `target`, started on first use.
+    async fn informer(self: &Arc<Self>, target: &str) -> Result<Option<Store<DynamicObject>>> {
+        if let Some(running) = self.lock().get(target) {
+            return Ok(Some(running.store.clone()));
+        }
+        let (plural, group) = target.split_once('.').unwrap_or((target, ""));
+        let found = match kube::discovery::group(&self.client, group).await {
+            Ok(g) => g.resources_by_stability().into_iter().find(|(ar, caps)| {
+                ar.plural == plural && caps.scope == kube::discovery::Scope::Namespaced
+            }),
+            // An unknown group is a kind not served; anything else is worth a retry.
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(kube::Error::Discovery(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some((ar, _)) = found else {
+            return Ok(None);
+        };
+        let mut informers = self.lock();
+        let running = informers
+            .entry(target.to_owned())
+            .or_insert_with(|| self.start(target, ar));
+        Ok(Some(running.store.clone()))
+    }
+
+    /// Starts an informer over every namespace's objects of `ar`. Objects that appear or
+    /// go away enqueue the quotas of their namespace that count them; after a relist (a
+    /// broken watch) every such quota is enqueued, since deletions in between are not seen
+    /// as events.
+    fn start(&self, target: &str, ar: ApiResource) -> CountInformer {
+        tracing::debug!(resource = target, "resourcequota: starting informer");
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let store = writer.as_reader();
+        let events = reflector::reflector(
+            writer,
+            watcher(
+                Api::<DynamicObject>::all_with(self.client.clone(), &ar),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff();
+        let name = format!("count/{target}");
+        let quotas = self.quotas.clone();
+        let wake = self.wake.clone();
+        let task = tokio::spawn(async move {
+            let wake_quotas = |ns: Option<&str>| {
+                for q in quotas.state() {
+                    let names_it = q
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.hard.as_ref())
+                        .is_some_and(|h| h.contains_key(&name));
+                    if names_it && (ns.is_none() || q.namespace().as_deref() == ns) {
+                        let _ = wake.unbounded_send(ObjectRef::from_obj(&*q));
+                    }
+                }
             };
-            state
-                .uncached
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(target.to_owned(), ar.clone());
-            ar
-        }
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(state.client.clone(), ns, &ar);
-    match api.list(&ListParams::default()).await {
-        Ok(list) => Ok(Some(list.items.len() as i64)),
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            state
-                .uncached
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(target);
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
+            // Objects seen, so that only arrivals and departures wake quotas, not updates.
+            let mut known: HashSet<(String, String)> = HashSet::new();
+            let mut relisted: HashSet<(String, String)> = HashSet::new();
+            let mut listed_once = false;
+            let key = |o: &DynamicObject| (o.namespace().unwrap_or_default(), o.name_any());
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(o)) => {
+                        if known.insert(key(&o)) {
+                            wake_quotas(o.namespace().as_deref());
+                        }
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        known.remove(&key(&o));
+                        wake_quotas(o.namespace().as_deref());
+                    }
+                    Ok(watcher::Event::Init) => relisted.clear(),
+                    Ok(watcher::Event::InitApply(o)) => {
+                        relisted.insert(key(&o));
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        known = std::mem::take(&mut relisted);
+                        // The first list is awaited by the reconcile that started us.
+                        if std::mem::replace(&mut listed_once, true) {
+                            wake_quotas(None);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "resourcequota: watch failed; retrying"),
+                }
+            }
+        });
+        CountInformer { store, task }
+    }
+
+    /// Stops the informers of kinds no quota counts any more.
+    fn prune(&self) {
+        let named: HashSet<String> = self
+            .quotas
+            .state()
+            .iter()
+            .filter(|q| !quota::has_scopes(&to_value(&***q)))
+            .flat_map(|q| {
+                q.spec
+                    .as_ref()
+                    .and_then(|s| s.hard.as_ref())
+                    .into_iter()
+                    .flat_map(|h| h.keys())
+                    .filter_map(|k| k.strip_prefix("count/").map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.lock().retain(|target, _| {
+            let keep = named.contains(target);
+            if !keep {
+                tracing::debug!(resource = %target, "resourcequota: stopping informer");
+            }
+            keep
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CountInformer>> {
+        self.informers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -40,7 +41,11 @@ async fn quota(
 
 /// Waits until the quota's `status.used` is exactly `want` (`name=value,…`).
 async fn wait_used(api: &Api<ResourceQuota>, name: &str, want: &str) {
-    wait_for(TIMEOUT, &format!("{name} to show used {want}"), || async {
+    wait_used_within(api, name, want, TIMEOUT).await;
+}
+
+async fn wait_used_within(api: &Api<ResourceQuota>, name: &str, want: &str, timeout: Duration) {
+    wait_for(timeout, &format!("{name} to show used {want}"), || async {
         let q = api.get(name).await.ok()?;
         let used = q.status?.used?;
         let shown = used
@@ -212,4 +217,85 @@ async fn concurrent_creates_cannot_overshoot() {
         .len();
     assert_eq!(listed, 5);
     wait_used(&quotas, "five", "pods=5").await;
+}
+
+#[tokio::test]
+async fn object_counts_of_other_kinds_follow_their_objects_at_once() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client.clone();
+    namespace(&client, "q4").await;
+    let quotas = quota(
+        &client,
+        "q4",
+        "deploys",
+        json!({"count/deployments.apps": "3"}),
+    )
+    .await;
+    wait_used(&quotas, "deploys", "count/deployments.apps=0").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "q4");
+    for name in ["d1", "d2"] {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        }))
+        .expect("deployment");
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("within quota");
+    }
+    wait_used(&quotas, "deploys", "count/deployments.apps=2").await;
+    // A deletion is seen by the quota's informer and gives the count back within moments,
+    // not at the next resync.
+    deployments
+        .delete("d1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_used_within(
+        &quotas,
+        "deploys",
+        "count/deployments.apps=1",
+        Duration::from_secs(3),
+    )
+    .await;
+    // Another quota naming the same kind shares the informer and starts counted.
+    let second = quota(
+        &client,
+        "q4",
+        "more",
+        json!({"count/deployments.apps": "5"}),
+    )
+    .await;
+    wait_used_within(
+        &second,
+        "more",
+        "count/deployments.apps=1",
+        Duration::from_secs(3),
+    )
+    .await;
+    deployments
+        .delete("d2", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_used_within(
+        &quotas,
+        "deploys",
+        "count/deployments.apps=0",
+        Duration::from_secs(3),
+    )
+    .await;
+    wait_used_within(
+        &second,
+        "more",
+        "count/deployments.apps=0",
+        Duration::from_secs(3),
+    )
+    .await;
 }
