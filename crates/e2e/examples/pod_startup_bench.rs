@@ -501,8 +501,10 @@ impl Drop for Up {
     fn drop(&mut self) {
         self.stop();
         clean_host(self.dir.path(), UP_BRIDGE, UP_POD_CIDR);
-        run(Command::new("nft").args(["delete", "table", "ip", "kumo"]));
-        run(Command::new("nft").args(["delete", "table", "ip6", "kumo"]));
+        // kumo up removes its proxy table on a clean exit; this covers a killed one. The
+        // table is named after the bridge (see `proxy::table_for_bridge`).
+        run(Command::new("nft").args(["delete", "table", "ip", UP_BRIDGE]));
+        run(Command::new("nft").args(["delete", "table", "ip6", UP_BRIDGE]));
     }
 }
 
