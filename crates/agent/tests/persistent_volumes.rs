@@ -77,6 +77,19 @@ async fn a_claim_keeps_its_data_across_pods_and_goes_with_its_directory() -> any
             let _ = controllers::persistent_volume::run(ctx).await;
         }
     }));
+    // The protection loops release the claim, then the volume, for their deletion.
+    tasks.0.push(tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let _ = controllers::volume_protection::run_claims(ctx).await;
+        }
+    }));
+    tasks.0.push(tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let _ = controllers::volume_protection::run_volumes(ctx).await;
+        }
+    }));
     tasks.0.push(tokio::spawn(async move {
         let _ = controllers::local_path::run(ctx).await;
     }));

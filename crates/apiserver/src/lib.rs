@@ -35,6 +35,7 @@ pub mod service_account_admission;
 pub mod service_alloc;
 pub mod storage;
 mod storage_class;
+mod storage_protection;
 mod strategy;
 pub mod testing;
 mod validation;

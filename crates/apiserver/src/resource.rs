@@ -270,6 +270,7 @@ impl Scope<'_> {
         if self.kind.group.is_empty() && self.kind.kind == "PersistentVolumeClaim" {
             crate::storage_class::admit_claim(self.cp, &mut obj).await?;
         }
+        crate::storage_protection::admit_create(&self.kind, &mut obj);
         if self.kind.group == "certificates.k8s.io" && self.kind.kind == "CertificateSigningRequest"
         {
             // Who asks is recorded by the server, never taken from the request.
@@ -913,36 +914,61 @@ impl Scope<'_> {
                 .retrying(name, self.cp.store.update(&key, &marked, current_rv).await)
                 .map(Reply::ok);
         }
-        let grace = self.grace_period(current, options);
-        let terminating = current.meta_str("deletionTimestamp").is_some();
+        let plan = strategy::before_delete(
+            &self.kind,
+            current,
+            options.grace_period_seconds,
+            jiff::Timestamp::now(),
+        );
+        if plan == strategy::GracefulDelete::Pending {
+            // A graceful deletion under way is not lengthened, and its finalizers stay.
+            return Ok(Reply::ok(current.clone()));
+        }
         // The propagation policy becomes the garbage collector's finalizers (`orphan`,
         // `foregroundDeletion`), which hold the object until the collector has dealt with
         // its dependents.
         let finalizers = gc_finalizers(&current.finalizers(), options);
-        let finalizers_changed = finalizers != current.finalizers();
-        let forced = grace == 0 && terminating && finalizers.is_empty();
-        if (grace > 0 || !finalizers.is_empty()) && !forced {
-            // Graceful deletion or finalizers hold the object: mark it and let the node agent
-            // or the finalizers' owners finish. A later delete may only shorten the grace.
-            let existing = current
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64);
-            let shorten = !terminating || existing.is_none_or(|g| g > grace);
-            if !shorten && !finalizers_changed {
-                return Ok(Reply::ok(current.clone()));
-            }
-            let mut marked = current.clone();
-            let meta = metadata_mut(&mut marked);
-            if shorten {
-                let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+        let mut marked = current.clone();
+        let meta = metadata_mut(&mut marked);
+        if finalizers != current.finalizers() {
+            meta.insert("finalizers".into(), json!(finalizers));
+        }
+        let delete_now = match plan {
+            strategy::GracefulDelete::Graceful {
+                deletion_timestamp,
+                grace_period_seconds,
+            } => {
+                // The node agent (or the finalizers' owners) finish the deletion.
                 meta.insert(
                     "deletionTimestamp".into(),
-                    json!(apimachinery::object::format_time(deadline)),
+                    json!(apimachinery::object::format_time(deletion_timestamp)),
                 );
-                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                meta.insert(
+                    "deletionGracePeriodSeconds".into(),
+                    json!(grace_period_seconds),
+                );
+                grace_period_seconds == 0 && finalizers.is_empty()
             }
-            if finalizers_changed {
-                meta.insert("finalizers".into(), json!(finalizers));
+            _ if finalizers.is_empty() => true,
+            _ => {
+                // Held by finalizers: marked as deleting now, unless an earlier mark stands.
+                let marked_at = current
+                    .meta_str("deletionTimestamp")
+                    .map(|t| t.parse::<jiff::Timestamp>());
+                let now = jiff::Timestamp::now();
+                if marked_at.is_none_or(|t| t.is_ok_and(|t| t > now)) {
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        json!(apimachinery::object::format_time(now)),
+                    );
+                }
+                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                false
+            }
+        };
+        if !delete_now {
+            if marked == *current {
+                return Ok(Reply::ok(marked));
             }
             if options.dry_run {
                 return Ok(Reply::ok(marked));
@@ -988,33 +1014,6 @@ impl Scope<'_> {
             Err(store::Error::NotFound(_)) => Err(Retry::Fail(self.not_found(name))),
             Err(e) => Err(Retry::Fail(store_error(e))),
         }
-    }
-
-    /// The grace period of a deletion: only pods running on a node get one (the node agent
-    /// stops their containers, then deletes them with grace 0); everything else goes now.
-    fn grace_period(&self, obj: &Value, options: &DeleteOptions) -> i64 {
-        if !(self.kind.group.is_empty() && self.kind.kind == "Pod") {
-            return 0;
-        }
-        let scheduled = obj
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
-        let phase = obj
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !scheduled || matches!(phase, "Succeeded" | "Failed") {
-            return 0;
-        }
-        let requested = options
-            .grace_period_seconds
-            .or_else(|| {
-                obj.pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-            })
-            .unwrap_or(30);
-        requested.max(0)
     }
 
     /// DELETE on a collection: deletes every matching object.

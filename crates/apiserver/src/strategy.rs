@@ -2,6 +2,7 @@
 //! `metadata.generation` moves, and how the status subresource splits an object.
 
 use apimachinery::kinds::KindInfo;
+use apimachinery::object::ObjectExt;
 use serde_json::{Value, json};
 
 /// Kinds whose `metadata.generation` tracks spec changes. Custom resources always do.
@@ -176,6 +177,94 @@ pub fn prepare_for_status_update(new: &Value, old: &Value) -> Value {
     merged
 }
 
+/// What a DELETE does to an object's graceful-deletion state, as upstream's
+/// `rest.BeforeDelete` decides it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GracefulDelete {
+    /// No grace period applies (the kind has none, or the one under way is used up):
+    /// the object goes now, or, held by finalizers, is marked with grace 0.
+    Immediate,
+    /// Already being deleted, and the request does not shorten the grace period: nothing
+    /// changes, not even the finalizers the delete options would set.
+    Pending,
+    /// Mark the object (again): `deletionTimestamp` and `deletionGracePeriodSeconds`.
+    /// A grace of 0 without finalizers means the object goes now.
+    Graceful {
+        /// The new `metadata.deletionTimestamp`.
+        deletion_timestamp: jiff::Timestamp,
+        /// The new `metadata.deletionGracePeriodSeconds`.
+        grace_period_seconds: i64,
+    },
+}
+
+/// Decides a DELETE's graceful part for `obj` given the request's `gracePeriodSeconds`.
+/// Only pods are deleted gracefully. A later delete may only shorten the grace period:
+/// the deletion timestamp then moves to the first deletion's time plus the new period.
+pub fn before_delete(
+    kind: &KindInfo,
+    obj: &Value,
+    requested: Option<i64>,
+    now: jiff::Timestamp,
+) -> GracefulDelete {
+    // Negative periods mean one second on the delete path, in requests and stored alike.
+    let at_least_one = |g: i64| if g < 0 { 1 } else { g };
+    let requested = requested.map(at_least_one);
+    if !(kind.group.is_empty() && kind.kind == "Pod") {
+        return GracefulDelete::Immediate;
+    }
+    if let Some(timestamp) = obj.meta_str("deletionTimestamp") {
+        let existing = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .map(at_least_one);
+        // Marked without a grace period left (an earlier update that was meant to be
+        // followed by the removal): finish now.
+        let Some(existing) = existing.filter(|g| *g > 0) else {
+            return GracefulDelete::Immediate;
+        };
+        let Some(requested) = requested.filter(|g| *g < existing) else {
+            return GracefulDelete::Pending;
+        };
+        let marked = timestamp
+            .parse::<jiff::Timestamp>()
+            .unwrap_or(now + jiff::SignedDuration::from_secs(existing));
+        return GracefulDelete::Graceful {
+            deletion_timestamp: marked - jiff::SignedDuration::from_secs(existing)
+                + jiff::SignedDuration::from_secs(requested),
+            grace_period_seconds: requested,
+        };
+    }
+    let grace = pod_grace_period(obj, requested);
+    GracefulDelete::Graceful {
+        deletion_timestamp: now + jiff::SignedDuration::from_secs(grace),
+        grace_period_seconds: grace,
+    }
+}
+
+/// A pod's grace period on its first deletion (upstream's `CheckGracefulDelete`): the
+/// request's, else the pod's `terminationGracePeriodSeconds`; 0 for a pod on no node or
+/// one that already finished, since no node has anything to stop.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !scheduled || matches!(phase, "Succeeded" | "Failed") {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
 /// Prepares an update through a CSR's `/approval`: only the status conditions change.
 pub fn prepare_for_approval(new: &Value, old: &Value) -> Value {
     let mut merged = old.clone();
@@ -241,6 +330,85 @@ mod tests {
             json!({"metadata": {"name": "a"}, "spec": {}, "status": {"phase": "Running"}});
         prepare_for_create(&kind("Pod"), &mut pod);
         assert_eq!(pod["status"]["phase"], "Pending");
+    }
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn graceful(timestamp: &str, grace: i64) -> GracefulDelete {
+        GracefulDelete::Graceful {
+            deletion_timestamp: at(timestamp),
+            grace_period_seconds: grace,
+        }
+    }
+
+    #[test]
+    fn only_scheduled_running_pods_get_a_grace_period() {
+        let now = at("2026-01-01T00:00:00Z");
+        let pod = kind("Pod");
+        let running = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n"},
+            "status": {"phase": "Running"}});
+        assert_eq!(
+            before_delete(&pod, &running, None, now),
+            graceful("2026-01-01T00:00:30Z", 30)
+        );
+        assert_eq!(
+            before_delete(&pod, &running, Some(-5), now),
+            graceful("2026-01-01T00:00:01Z", 1),
+            "negative periods mean one second"
+        );
+        assert_eq!(
+            before_delete(&pod, &running, Some(0), now),
+            graceful("2026-01-01T00:00:00Z", 0)
+        );
+        let mut pending = running.clone();
+        pending["spec"] = json!({"terminationGracePeriodSeconds": 60});
+        assert_eq!(
+            before_delete(&pod, &pending, Some(10), now),
+            graceful("2026-01-01T00:00:00Z", 0)
+        );
+        let mut finished = running.clone();
+        finished["status"]["phase"] = json!("Succeeded");
+        assert_eq!(
+            before_delete(&pod, &finished, None, now),
+            graceful("2026-01-01T00:00:00Z", 0)
+        );
+        assert_eq!(
+            before_delete(&kind("ConfigMap"), &running, Some(30), now),
+            GracefulDelete::Immediate
+        );
+    }
+
+    #[test]
+    fn a_second_delete_may_only_shorten_the_grace_period() {
+        let now = at("2026-01-01T00:01:00Z");
+        let pod = kind("Pod");
+        // Deleted at 00:00:00 with 300 s.
+        let terminating = json!({"metadata": {"name": "p",
+            "deletionTimestamp": "2026-01-01T00:05:00Z", "deletionGracePeriodSeconds": 300},
+            "spec": {"nodeName": "n"}, "status": {"phase": "Running"}});
+        assert_eq!(
+            before_delete(&pod, &terminating, Some(2), now),
+            graceful("2026-01-01T00:00:02Z", 2),
+            "the first deletion's time plus the new period"
+        );
+        assert_eq!(
+            before_delete(&pod, &terminating, Some(0), now),
+            graceful("2026-01-01T00:00:00Z", 0)
+        );
+        for longer_or_equal in [Some(300), Some(600), None] {
+            assert_eq!(
+                before_delete(&pod, &terminating, longer_or_equal, now),
+                GracefulDelete::Pending
+            );
+        }
+        let mut used_up = terminating.clone();
+        used_up["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        assert_eq!(
+            before_delete(&pod, &used_up, Some(30), now),
+            GracefulDelete::Immediate
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod persistent_volume;
 pub mod pods;
+pub mod volume_protection;
 
 mod controller_revision;
 mod cron;
@@ -95,6 +96,12 @@ const LOOPS: &[(&str, Loop)] = &[
         Box::pin(persistent_volume::run(c))
     }),
     ("local-path-provisioner", |c| Box::pin(local_path::run(c))),
+    ("pvc-protection", |c| {
+        Box::pin(volume_protection::run_claims(c))
+    }),
+    ("pv-protection", |c| {
+        Box::pin(volume_protection::run_volumes(c))
+    }),
 ];
 
 /// Runs every loop for one cluster until the future is dropped (when leadership is lost).

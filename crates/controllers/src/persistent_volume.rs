@@ -577,9 +577,8 @@ pub(crate) fn storage_of(
 }
 
 async fn sync_volume(pv: &PersistentVolume, state: &State) -> Result<Action> {
-    if pv.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
+    // Volumes being deleted are synced too: the `kubernetes.io/pv-protection` finalizer
+    // holds a bound one until its claim is gone and this loop marks it Released.
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..Default::default()
@@ -600,9 +599,15 @@ async fn sync_volume(pv: &PersistentVolume, state: &State) -> Result<Action> {
     let key = ObjectRef::new(&name).within(&ns);
     let cached = state.claims.get(&key);
     let claim_alive = match &cached {
-        Some(c) if uid.is_none() || c.metadata.uid == uid => true,
-        // The cache may lag behind a claim created a moment ago: ask the server before
-        // releasing anything.
+        Some(c)
+            if (uid.is_none() || c.metadata.uid == uid)
+                && c.metadata.deletion_timestamp.is_none() =>
+        {
+            true
+        }
+        // The cache may lag behind a claim created a moment ago, or still hold one being
+        // deleted (its protection finalizer just gone): ask the server before releasing
+        // anything, or keeping it.
         _ => Api::<PersistentVolumeClaim>::namespaced(state.client.clone(), &ns)
             .get_opt(&name)
             .await?

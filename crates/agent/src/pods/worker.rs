@@ -3,7 +3,7 @@
 //! restarts with back-off, probe-driven kills), and writes the status when it changed.
 //! Deletion stops the containers with the grace period and then finishes the API deletion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,10 @@ struct Backoff {
     delay: Duration,
     updated: Instant,
 }
+
+/// The grace period of a pod removed from the API before its containers stopped (a
+/// force deletion): kubelet still gives such containers this small grace before the kill.
+const FORCED_GRACE: i64 = 1;
 
 /// The longest a postStart hook may run: upstream sets none, but one hook that never
 /// returns must not wedge the pod's worker forever.
@@ -116,8 +120,11 @@ impl Worker {
                 Update::Gone => true,
             };
             let flow = if gone {
-                self.terminate().await;
+                self.terminate(&mut updates, true).await;
                 Ok(Flow::Done)
+            } else if self.pod.metadata.deletion_timestamp.is_some() {
+                self.terminate(&mut updates, false).await;
+                self.finish_deletion().await.map(|()| Flow::Done)
             } else {
                 self.sync().await
             };
@@ -180,11 +187,6 @@ impl Worker {
     }
 
     async fn sync(&mut self) -> Result<Flow> {
-        if self.pod.metadata.deletion_timestamp.is_some() {
-            self.terminate().await;
-            self.finish_deletion().await?;
-            return Ok(Flow::Done);
-        }
         let cri = self.shared.cri.clone();
         let sandboxes = cri.sandboxes(&[(spec::POD_UID, &self.uid)]).await?;
         let ready = sandboxes
@@ -1127,13 +1129,50 @@ impl Worker {
     }
 
     /// Stops every container of the pod with the grace period, then the sandbox, and
-    /// removes the runtime objects and the pod's directory.
-    async fn terminate(&mut self) {
-        let grace = self.grace_period();
+    /// removes the runtime objects and the pod's directory. `gone` says the pod has left
+    /// the API already (force-deleted). While containers stop, a newer version of the pod
+    /// with a shorter `deletionGracePeriodSeconds` (a second, shorter delete) or the pod's
+    /// removal cuts the wait short, as kubelet's pod worker cancels a termination under
+    /// way when the grace period shrinks.
+    async fn terminate(&mut self, updates: &mut watch::Receiver<Update>, gone: bool) {
+        let mut grace = self.grace_period();
+        if gone {
+            grace = grace.min(FORCED_GRACE);
+        }
+        let mut deadline = Instant::now() + Duration::from_secs(grace as u64);
+        let hooks_run = std::sync::Mutex::new(HashSet::new());
+        loop {
+            let stopping = self.stop_containers(deadline, &hooks_run);
+            let shorter = tokio::select! {
+                () = stopping => break,
+                shorter = shorter_grace(updates, grace) => shorter,
+            };
+            // The stops under way are dropped (their CRI calls cancelled); the next pass
+            // asks again with the earlier deadline, and containerd sends the SIGKILL
+            // when that one passes.
+            let (new_grace, pod) = shorter;
+            tracing::info!(pod = %self.name(), namespace = %self.namespace(), from = grace, to = new_grace, "grace period shortened");
+            grace = new_grace;
+            deadline = deadline.min(Instant::now() + Duration::from_secs(grace as u64));
+            if let Some(pod) = pod {
+                self.pod = pod;
+            }
+        }
+        remove_pod(&self.shared, &self.uid).await;
+        tracing::info!(pod = %self.name(), namespace = %self.namespace(), "pod terminated");
+    }
+
+    /// One pass at stopping the running containers by `deadline`: preStop hooks (once per
+    /// container, recorded in `hooks_run`), then SIGTERM and SIGKILL when the deadline
+    /// passes.
+    async fn stop_containers(
+        &self,
+        deadline: Instant,
+        hooks_run: &std::sync::Mutex<HashSet<String>>,
+    ) {
         let cri = self.shared.cri.clone();
         let containers = cri.pod_containers(&self.uid).await.unwrap_or_default();
         let (init_containers, spec_containers) = self.spec_containers();
-        let this = &*self;
         let stops = containers
             .iter()
             .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
@@ -1149,24 +1188,30 @@ impl Worker {
                     .find(|s| s.name == name)
                     .cloned();
                 let id = c.id.clone();
+                let first_pass = hooks_run
+                    .lock()
+                    .map(|mut run| run.insert(id.clone()))
+                    .unwrap_or(false);
                 async move {
-                    this.event(
-                        false,
-                        "Killing",
-                        "Killing",
-                        format!("Stopping container {name}"),
-                    );
-                    if let Some(container) = spec_container {
-                        this.run_pre_stop(&container, &id, grace).await;
+                    if first_pass {
+                        self.event(
+                            false,
+                            "Killing",
+                            "Killing",
+                            format!("Stopping container {name}"),
+                        );
+                        if let Some(container) = spec_container {
+                            self.run_pre_stop(&container, &id, seconds_until(deadline))
+                                .await;
+                        }
                     }
-                    if let Err(e) = this.shared.cri.stop_container(&id, grace).await {
+                    let timeout = seconds_until(deadline);
+                    if let Err(e) = self.shared.cri.stop_container(&id, timeout).await {
                         tracing::warn!(container = %id, error = %e, "stopping container");
                     }
                 }
             });
         futures::future::join_all(stops).await;
-        remove_pod(&self.shared, &self.uid).await;
-        tracing::info!(pod = %self.name(), namespace = %self.namespace(), "pod terminated");
     }
 
     /// Deletes the pod object now that its containers are stopped (grace period 0, only
@@ -1196,6 +1241,39 @@ fn probe_grace(container: &Container) -> Option<i64> {
         .into_iter()
         .flatten()
         .find_map(|p| p.termination_grace_period_seconds)
+}
+
+/// Whole seconds left until `deadline`, rounded up (CRI timeouts are seconds).
+fn seconds_until(deadline: Instant) -> i64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    left.as_millis().div_ceil(1000) as i64
+}
+
+/// Waits for an update that shortens a termination's grace period below `grace`: a
+/// version of the pod with a shorter `deletionGracePeriodSeconds`, or its removal from
+/// the API. Returns the new period and the newer pod, if there is one.
+async fn shorter_grace(
+    updates: &mut watch::Receiver<Update>,
+    grace: i64,
+) -> (i64, Option<Arc<Pod>>) {
+    loop {
+        if updates.changed().await.is_err() {
+            // The agent is shutting down: let the stops under way finish.
+            return std::future::pending().await;
+        }
+        let shorter = match &*updates.borrow_and_update() {
+            Update::Gone => (FORCED_GRACE < grace).then_some((FORCED_GRACE, None)),
+            Update::Pod(pod) => pod
+                .metadata
+                .deletion_grace_period_seconds
+                .map(|g| g.max(0))
+                .filter(|g| *g < grace)
+                .map(|g| (g, Some(pod.clone()))),
+        };
+        if let Some(shorter) = shorter {
+            return shorter;
+        }
+    }
 }
 
 /// Stops and removes every sandbox of a pod and removes its directories.
