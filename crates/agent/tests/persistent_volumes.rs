@@ -69,6 +69,7 @@ async fn a_claim_keeps_its_data_across_pods_and_goes_with_its_directory() -> any
         client: env.api.client_as(Identity::controller_manager()),
         cluster: "default".into(),
         root_ca_pem: "".into(),
+        pod_network: Default::default(),
     };
     let mut tasks = Tasks(Vec::new());
     tasks.0.push(tokio::spawn({

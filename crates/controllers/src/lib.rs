@@ -52,6 +52,8 @@ pub struct Context {
     pub cluster: Arc<str>,
     /// PEM of the cluster CA, published in every namespace as `kube-root-ca.crt`.
     pub root_ca_pem: Arc<str>,
+    /// The pod network node IPAM carves node podCIDRs from.
+    pub pod_network: node_ipam::Config,
 }
 
 impl Context {

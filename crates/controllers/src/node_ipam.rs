@@ -55,9 +55,9 @@ pub enum Error {
     InitialListFailed(#[source] kube::runtime::reflector::store::WriterDropped),
 }
 
-/// Runs the loop with the default cluster CIDR.
+/// Runs the loop on the cluster's pod network.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    run_with(ctx.client, Config::default()).await
+    run_with(ctx.client, ctx.pod_network).await
 }
 
 /// Runs the loop over `config`'s cluster CIDR until the future is dropped.

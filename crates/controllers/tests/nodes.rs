@@ -39,6 +39,7 @@ async fn setup() -> Setup {
         client: api.client_as(Identity::controller_manager()),
         cluster: "default".into(),
         root_ca_pem: "".into(),
+        pod_network: Default::default(),
     };
     let config = NodeLifecycleConfig {
         node_monitor_period: Duration::from_millis(200),

@@ -2,6 +2,8 @@
 //! and NodePorts are allocated, duplicates are refused with 422, the `kubernetes` Service
 //! points at the server, and a restart keeps every allocation.
 
+use std::time::Duration;
+
 use e2e::Kumo;
 
 fn jsonpath(kumo: &Kumo, what: &[&str], path: &str) -> anyhow::Result<String> {
@@ -75,7 +77,10 @@ fn services_get_addresses_that_survive_restarts() -> anyhow::Result<()> {
         "IPv4"
     );
     // A new Service shows an empty status, as upstream's does.
-    assert_eq!(jsonpath(&kumo, &["svc", "web"], "{.status}")?, r#"{"loadBalancer":{}}"#);
+    assert_eq!(
+        jsonpath(&kumo, &["svc", "web"], "{.status}")?,
+        r#"{"loadBalancer":{}}"#
+    );
 
     kumo.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:8080"])?;
     let node_port: u16 = jsonpath(&kumo, &["svc", "np"], "{.spec.ports[0].nodePort}")?.parse()?;
@@ -266,5 +271,46 @@ fn the_node_port_range_is_configurable() -> anyhow::Result<()> {
     assert!(err.contains("31000-31001"), "{err}");
     // A malformed range stops the server from starting.
     assert!(Kumo::start_with(&["--service-node-port-range", "32000-31000"]).is_err());
+    Ok(())
+}
+
+#[test]
+fn node_pod_cidrs_come_from_the_cluster_cidr() -> anyhow::Result<()> {
+    let kumo = Kumo::start_with(&[
+        "--cluster-cidr",
+        "10.99.0.0/16",
+        "--node-cidr-mask-size",
+        "26",
+    ])?;
+    // Nodes that register without a podCIDR, as an agent started without --pod-cidr does.
+    for name in ["n1", "n2"] {
+        kumo.kubectl_stdin(
+            &["create", "-f", "-"],
+            &format!(
+                "{{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{{\"name\":\"{name}\"}}}}"
+            ),
+        )?;
+    }
+    let mut cidrs = String::new();
+    let assigned = e2e::eventually(Duration::from_secs(20), || {
+        cidrs = kumo
+            .kubectl(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"])
+            .unwrap_or_default();
+        cidrs.split_whitespace().count() == 2
+    });
+    assert!(assigned, "both nodes got a podCIDR: {cidrs:?}");
+    let mut got: Vec<&str> = cidrs.split_whitespace().collect();
+    got.sort();
+    assert_eq!(got, ["10.99.0.0/26", "10.99.0.64/26"]);
+    // A mask that does not fit the cluster CIDR is refused at start.
+    assert!(
+        Kumo::start_with(&[
+            "--cluster-cidr",
+            "10.99.0.0/16",
+            "--node-cidr-mask-size",
+            "8"
+        ])
+        .is_err()
+    );
     Ok(())
 }

@@ -56,6 +56,13 @@ pub struct ServerArgs {
     /// the `kubernetes` Service's.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: ipnet::IpNet,
+    /// The cluster's pod network, which the node IPAM controller carves node podCIDRs
+    /// from (with `kumo up`, traffic from outside it to a ClusterIP is also masqueraded).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: ipnet::IpNet,
+    /// The prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
     /// Where NodePorts come from, inclusive (`FROM-TO`).
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     pub service_node_port_range: (u16, u16),
@@ -206,8 +213,19 @@ pub async fn start(mut args: ServerArgs) -> anyhow::Result<Started> {
         .map_err(|e| anyhow::anyhow!("loading CRDs: {}", e.message))?;
     if !args.no_control_loops {
         let holder = server_id(&args.data_dir)?;
+        anyhow::ensure!(
+            args.node_cidr_mask_size >= args.cluster_cidr.prefix_len()
+                && args.node_cidr_mask_size <= args.cluster_cidr.max_prefix_len(),
+            "--node-cidr-mask-size {} does not fit --cluster-cidr {}",
+            args.node_cidr_mask_size,
+            args.cluster_cidr
+        );
+        let pod_network = controllers::node_ipam::Config {
+            cluster_cidr: args.cluster_cidr,
+            node_mask: args.node_cidr_mask_size,
+        };
         for cluster in &clusters {
-            spawn_control_loops(&server, cluster, &holder, &pki.ca);
+            spawn_control_loops(&server, cluster, &holder, &pki.ca, &pod_network);
         }
     }
     tracing::info!(listen = %local, "kumo API server ready");
@@ -333,13 +351,20 @@ fn server_id(data_dir: &Path) -> anyhow::Result<String> {
 
 /// Starts the cluster's controllers and scheduler, each while it holds its Lease, over
 /// in-process clients with their own identities.
-fn spawn_control_loops(server: &Arc<ApiServer>, cluster: &str, holder: &str, ca: &pki::CertKey) {
+fn spawn_control_loops(
+    server: &Arc<ApiServer>,
+    cluster: &str,
+    holder: &str,
+    ca: &pki::CertKey,
+    pod_network: &controllers::node_ipam::Config,
+) {
     use controllers::leader::{LeaseLock, run_as_leader};
     let client = local::client(server.clone(), cluster, Identity::controller_manager());
     let ctx = controllers::Context {
         client: client.clone(),
         cluster: Arc::from(cluster),
         root_ca_pem: Arc::from(ca.cert_pem.as_str()),
+        pod_network: pod_network.clone(),
     };
     let lock = LeaseLock::new("kube-controller-manager", holder);
     let signing = controllers::certificates::SigningCa {

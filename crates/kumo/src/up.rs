@@ -36,9 +36,6 @@ pub struct UpArgs {
     /// gives other nodes other subnets); a Node that already has one keeps it.
     #[arg(long, default_value = "10.42.0.0/24")]
     pub pod_cidr: ipnet::IpNet,
-    /// The cluster's pod network: traffic from outside it to a ClusterIP is masqueraded.
-    #[arg(long, default_value = "10.42.0.0/16")]
-    pub cluster_cidr: ipnet::IpNet,
     /// The Linux bridge of the pod network. It also names what this node puts on the host
     /// besides (the nftables tables `ip BRIDGE` and `ip6 BRIDGE`, the loopback label
     /// `lo:BRIDGE`), so several `kumo up` on one host each need a bridge of their own.
@@ -81,11 +78,12 @@ fn proxy_identity() -> Identity {
 /// Runs the cluster until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.cluster_cidr.contains(&args.pod_cidr),
+        args.server.cluster_cidr.contains(&args.pod_cidr),
         "--pod-cidr {} is not inside --cluster-cidr {}",
         args.pod_cidr,
-        args.cluster_cidr
+        args.server.cluster_cidr
     );
+    let cluster_cidr = args.server.cluster_cidr;
     let started = server::start(args.server).await?;
     let data_dir = started.data_dir.clone();
     let server = started.server.clone();
@@ -150,7 +148,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let proxy_config = proxy::Config {
         node_name: node_name.clone(),
         node_ips: vec![node_ip],
-        cluster_cidrs: vec![args.cluster_cidr],
+        cluster_cidrs: vec![cluster_cidr],
         table: proxy::table_for_bridge(&args.bridge),
         announce_label: (!args.load_balancer_pool.is_empty())
             .then(|| proxy::announce_label_for_bridge(&args.bridge)),

@@ -45,6 +45,7 @@ impl Cluster {
             client: api.client_as(Identity::controller_manager()),
             cluster: "default".into(),
             root_ca_pem: "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n".into(),
+            pod_network: Default::default(),
         };
         tasks.push(tokio::spawn(async move {
             let _ = controllers::run(ctx).await;
