@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::control_plane::ControlPlane;
 use crate::server::{Body, bytes_response, json_response};
 
+#[cfg(test)]
+mod tests;
+mod v2_proto;
+
 /// The index key of a group version: `api/v1` or `apis/<group>/<version>`.
 fn doc_key(gv: &GroupVersion) -> String {
     if gv.group.is_empty() {
@@ -38,12 +42,8 @@ type Rendered = (Bytes, String);
 static BUILTIN_DOCS: LazyLock<Mutex<BTreeMap<String, Arc<Rendered>>>> =
     LazyLock::new(Default::default);
 
-/// Renders (or takes from the cache) one document: its bytes and ETag.
-fn cached(
-    _cp: &ControlPlane,
-    key: &str,
-    render: impl FnOnce() -> serde_json::Value,
-) -> Arc<(Bytes, String)> {
+/// Takes one built-in document from the cache, rendering it (bytes and ETag) on first use.
+fn cached(key: &str, render: impl FnOnce() -> Vec<u8>) -> Arc<Rendered> {
     if let Some(hit) = BUILTIN_DOCS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -51,14 +51,18 @@ fn cached(
     {
         return hit.clone();
     }
-    let bytes = Bytes::from(serde_json::to_vec(&render()).unwrap_or_default());
-    let etag = hex(&Sha256::digest(&bytes)[..16]);
-    let entry = Arc::new((bytes, etag));
+    let entry = rendered(render());
     BUILTIN_DOCS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(key.to_owned(), entry.clone());
     entry
+}
+
+/// A document's bytes with their ETag (a hash of the bytes).
+fn rendered(bytes: Vec<u8>) -> Arc<Rendered> {
+    let etag = hex(&Sha256::digest(&bytes)[..16]);
+    Arc::new((Bytes::from(bytes), etag))
 }
 
 /// One group version's v3 document: cached for built-in group versions, rendered with the
@@ -68,19 +72,20 @@ fn render_gv(cp: &ControlPlane, gv: &GroupVersion) -> Arc<Rendered> {
     let custom = custom_definitions(cp, &kinds);
     if custom.is_empty() {
         let schemas = apimachinery::schema::builtin();
-        return cached(cp, &doc_key(gv), || {
-            apimachinery::openapi::v3_group_version(schemas, gv, &kinds)
+        return cached(&doc_key(gv), || {
+            serde_json::to_vec(&apimachinery::openapi::v3_group_version(
+                schemas, gv, &kinds,
+            ))
+            .unwrap_or_default()
         });
     }
     let schemas = apimachinery::schema::builtin().with_definitions(custom);
-    let bytes = Bytes::from(
+    rendered(
         serde_json::to_vec(&apimachinery::openapi::v3_group_version(
             &schemas, gv, &kinds,
         ))
         .unwrap_or_default(),
-    );
-    let etag = hex(&Sha256::digest(&bytes)[..16]);
-    Arc::new((bytes, etag))
+    )
 }
 
 /// OpenAPI definitions for the custom kinds among `kinds`: each version's schema with the
@@ -165,20 +170,65 @@ pub fn group_version(
     ))
 }
 
-/// `/openapi/v2` as JSON (clients asking only for the protobuf form get 406).
+/// The media type of gnostic's `openapi.v2.Document`, and the one protobuf replies carry.
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+/// The deprecated name of the same media type, which kubectl 1.32 still asks with. Its `@`
+/// is not legal in a media type, so replies never carry it (Go's `mime` parser rejects it).
+pub const V2_PROTOBUF_DEPRECATED: &str =
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// The form of `/openapi/v2` a client gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum V2Format {
+    Json,
+    Protobuf,
+}
+
+/// Picks the form from `Accept` as kube-openapi does: media ranges by descending `q`
+/// (client order among equals), the first one that JSON or protobuf satisfies wins, JSON
+/// first for wildcards. No `Accept` means JSON; nothing acceptable means `None`.
+fn v2_format(accept: Option<&str>) -> Option<V2Format> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some(V2Format::Json);
+    };
+    let quality = |r: &crate::negotiate::MediaRange| {
+        r.param("q")
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0)
+    };
+    let mut ranges = crate::negotiate::parse_accept(accept);
+    ranges.retain(|r| quality(r) > 0.0);
+    ranges.sort_by(|a, b| quality(b).total_cmp(&quality(a)));
+    ranges.iter().find_map(|r| {
+        if r.is_json() {
+            Some(V2Format::Json)
+        } else if r.essence == V2_PROTOBUF || r.essence == V2_PROTOBUF_DEPRECATED {
+            Some(V2Format::Protobuf)
+        } else {
+            None
+        }
+    })
+}
+
+/// Renders the v2 document in `format`.
+fn encode_v2(doc: &serde_json::Value, format: V2Format) -> Vec<u8> {
+    match format {
+        V2Format::Json => serde_json::to_vec(doc).unwrap_or_default(),
+        V2Format::Protobuf => v2_proto::encode(doc),
+    }
+}
+
+/// `/openapi/v2` as JSON or, for kubectl, as gnostic protobuf. Each form is cached while
+/// only built-in kinds exist; with custom kinds it is rendered per request, like v3.
 pub fn v2(cp: &ControlPlane, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let accept = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    if let Some(accept) = accept
-        && !crate::negotiate::parse_accept(accept)
-            .iter()
-            .any(|r| r.is_json())
-    {
-        return Err(ApiError::not_acceptable(
-            "only application/json is served for /openapi/v2",
-        ));
-    }
+    let Some(format) = v2_format(accept) else {
+        return Err(ApiError::not_acceptable(format!(
+            "/openapi/v2 is served as application/json or {V2_PROTOBUF}"
+        )));
+    };
     let kinds: Vec<KindInfo> = cp
         .registry()
         .kinds()
@@ -187,19 +237,27 @@ pub fn v2(cp: &ControlPlane, headers: &HeaderMap) -> Result<Response<Body>, ApiE
         .collect();
     let custom = custom_definitions(cp, &kinds);
     let doc = if custom.is_empty() {
-        cached(cp, "v2", || {
-            apimachinery::openapi::v2(apimachinery::schema::builtin(), &kinds)
+        let key = match format {
+            V2Format::Json => "v2",
+            V2Format::Protobuf => "v2.pb",
+        };
+        cached(key, || {
+            let doc = apimachinery::openapi::v2(apimachinery::schema::builtin(), &kinds);
+            encode_v2(&doc, format)
         })
     } else {
         let schemas = apimachinery::schema::builtin().with_definitions(custom);
-        let bytes = Bytes::from(
-            serde_json::to_vec(&apimachinery::openapi::v2(&schemas, &kinds)).unwrap_or_default(),
-        );
-        let etag = hex(&Sha256::digest(&bytes)[..16]);
-        Arc::new((bytes, etag))
+        rendered(encode_v2(
+            &apimachinery::openapi::v2(&schemas, &kinds),
+            format,
+        ))
+    };
+    let content_type = match format {
+        V2Format::Json => "application/json",
+        V2Format::Protobuf => V2_PROTOBUF,
     };
     Ok(bytes_response(
-        "application/json",
+        content_type,
         doc.0.clone(),
         Some(&doc.1),
         headers,
