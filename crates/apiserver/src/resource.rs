@@ -218,6 +218,7 @@ impl Scope<'_> {
             query,
             &mut obj,
             &self.duplicates,
+            validation::BodyOrigin::Object,
         )?;
         let obj = crate::conversion::to_storage(&self.kind, obj);
         self.create_checked(query, obj, warnings, true).await
@@ -383,6 +384,7 @@ impl Scope<'_> {
             query,
             &mut obj,
             &self.duplicates,
+            validation::BodyOrigin::Object,
         )?;
         let mut obj = crate::conversion::to_storage(&self.kind, obj);
         if obj.name().is_empty() {
@@ -442,6 +444,7 @@ impl Scope<'_> {
                 query,
                 &mut patched,
                 &[],
+                validation::BodyOrigin::Patch,
             )?;
             let patched = crate::conversion::to_storage(&self.kind, patched);
             // A resourceVersion in the patch is a precondition.
@@ -716,6 +719,7 @@ impl Scope<'_> {
             query,
             &mut applied,
             &[],
+            validation::BodyOrigin::Apply,
         )?;
         let force = query.flag("force");
         let schema = self

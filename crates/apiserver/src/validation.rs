@@ -4,6 +4,7 @@
 
 use apimachinery::kinds::KindInfo;
 use apimachinery::object::ObjectExt;
+use apimachinery::schema::{Decoded, TypeError};
 use apimachinery::status::{ApiError, StatusCause};
 use apimachinery::validation::{NameRule, metadata_causes};
 use serde_json::Value;
@@ -22,12 +23,76 @@ fn name_rule(kind: &KindInfo) -> NameRule {
     }
 }
 
-/// The fields of `obj` its schema does not know (pruning a copy tells, for custom kinds).
-fn unknown_fields(kind: &KindInfo, custom: Option<&CustomKind>, obj: &Value) -> Vec<String> {
+/// Where a body to decode came from: upstream words a decoding error differently for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyOrigin {
+    /// A create or update body, decoded as sent (400 BadRequest).
+    Object,
+    /// The result of a JSON, merge or strategic merge patch (422 on the `patch` field).
+    Patch,
+    /// A server-side apply configuration, typed before merging (a plain 500 upstream).
+    Apply,
+}
+
+/// Decodes `obj` against its kind's schema: the fields it does not know (pruning a copy
+/// tells, for custom kinds), and for built-in kinds the first value of the wrong JSON type.
+fn decode(kind: &KindInfo, custom: Option<&CustomKind>, obj: &Value) -> Decoded {
     match (custom, kind.schema_name.as_deref()) {
-        (Some(c), _) => apimachinery::crd::prune(&c.schema, &mut obj.clone()),
-        (None, Some(root)) => apimachinery::schema::builtin().unknown_fields(root, obj),
-        (None, None) => Vec::new(),
+        (Some(c), _) => Decoded {
+            unknown: apimachinery::crd::prune(&c.schema, &mut obj.clone()),
+            type_error: None,
+        },
+        (None, Some(root)) => apimachinery::schema::builtin().decode(root, obj),
+        (None, None) => Decoded::default(),
+    }
+}
+
+/// The error upstream returns when `obj` does not decode into the kind's Go type.
+fn decoding_error(kind: &KindInfo, origin: BodyOrigin, obj: &Value, err: TypeError) -> ApiError {
+    match origin {
+        BodyOrigin::Object => ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {}",
+            kind.kind, kind.version, kind.kind, err.message
+        )),
+        BodyOrigin::Patch => {
+            let patched = serde_json::to_string(obj).unwrap_or_default();
+            ApiError::invalid(
+                "",
+                "",
+                "",
+                vec![StatusCause::new(
+                    "FieldValueInvalid",
+                    "patch",
+                    format!("Invalid value: {patched:?}: {}", err.message),
+                )],
+            )
+        }
+        BodyOrigin::Apply => {
+            // Typing the configuration catches JSON kinds; a number that does not fit the
+            // Go field fails on the merged object with the decoder's words.
+            let detail = if err.given == "float64" || err.given == "int64" {
+                err.message
+            } else {
+                format!(
+                    ".{}: expected {}, got {}",
+                    err.path, err.expected, err.given
+                )
+            };
+            let group_version = match kind.group.as_str() {
+                "" => format!("/{}", kind.version),
+                group => format!("{group}/{}", kind.version),
+            };
+            ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({}/{}; {group_version}, Kind={}): {detail}",
+                    obj.namespace(),
+                    obj.name(),
+                    kind.kind
+                ),
+            )
+        }
     }
 }
 
@@ -41,15 +106,17 @@ fn prune(kind: &KindInfo, custom: Option<&CustomKind>, obj: &mut Value) {
     }
 }
 
-/// Applies `fieldValidation`: unknown fields are dropped, reported as warnings (`Warn`,
-/// the default) or rejected with 400 (`Strict`); duplicate fields likewise. Returns the
-/// warnings.
+/// Decodes a body as upstream does into the kind's Go type and applies `fieldValidation`:
+/// a value of the wrong JSON type is an error whatever the mode; unknown fields are dropped,
+/// reported as warnings (`Warn`, the default) or rejected with 400 (`Strict`); duplicate
+/// fields likewise. Returns the warnings.
 pub fn field_validation(
     kind: &KindInfo,
     custom: Option<&CustomKind>,
     query: &Query,
     obj: &mut Value,
     duplicates: &[String],
+    origin: BodyOrigin,
 ) -> Result<Vec<String>, ApiError> {
     let mode = query.get("fieldValidation").unwrap_or("Warn");
     if !matches!(mode, "Ignore" | "Warn" | "Strict") {
@@ -57,7 +124,13 @@ pub fn field_validation(
             "fieldValidation parameter unsupported: {mode:?}; must be one of Ignore, Warn, Strict"
         )));
     }
-    let unknown = unknown_fields(kind, custom, obj);
+    let Decoded {
+        unknown,
+        type_error,
+    } = decode(kind, custom, obj);
+    if let Some(err) = type_error {
+        return Err(decoding_error(kind, origin, obj, err));
+    }
     if unknown.is_empty() && duplicates.is_empty() {
         return Ok(Vec::new());
     }

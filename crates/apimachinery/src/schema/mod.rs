@@ -7,6 +7,7 @@
 //! [`crate::openapi`] turns them into v3 and v2 documents.
 
 mod build;
+mod decode;
 mod extensions;
 #[allow(clippy::all)]
 mod extensions_table;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::kinds::GroupVersionKind;
 
 pub use build::add_gvk;
+pub use decode::{Decoded, TypeError};
 pub use walk::Node;
 
 /// The prefix of every reference inside the canonical definitions.
@@ -73,8 +75,8 @@ impl Schemas {
     /// A walker positioned at the definition named `name`.
     pub fn node(&self, name: &str) -> Option<Node<'_>> {
         self.definitions
-            .get(name)
-            .map(|schema| Node::new(self, schema))
+            .get_key_value(name)
+            .map(|(name, schema)| Node::definition(self, name, schema))
     }
 
     /// The name of the definition whose `x-kubernetes-group-version-kind` lists `gvk`.
@@ -110,11 +112,16 @@ impl Schemas {
     /// Objects whose schema preserves unknown fields, or is a free-form object, are not
     /// descended into. Returns nothing when `root` is not defined.
     pub fn unknown_fields(&self, root: &str, obj: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(node) = self.node(root) {
-            walk::unknown_fields(node, obj, &mut String::new(), &mut out);
-        }
-        out
+        self.decode(root, obj).unknown
+    }
+
+    /// Checks `obj` as decoding it into the typed object of `root` does upstream, in one pass:
+    /// the unknown fields, and the first value whose JSON type the field cannot hold (`null`
+    /// is fine anywhere). Finds nothing when `root` is not defined.
+    pub fn decode(&self, root: &str, obj: &Value) -> Decoded {
+        self.node(root)
+            .map(|node| decode::check(node, obj))
+            .unwrap_or_default()
     }
 
     /// Drops the fields [`Schemas::unknown_fields`] reports, as decoding into the typed

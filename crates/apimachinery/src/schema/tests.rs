@@ -269,3 +269,132 @@ fn builtin_is_shared() {
     let value: &Value = builtin().definition(DEPLOYMENT).expect("Deployment");
     assert_eq!(value["type"], "object");
 }
+
+const POD: &str = "io.k8s.api.core.v1.Pod";
+
+/// The decoding error `decode` reports for `pod`, if any.
+fn pod_type_error(pod: Value) -> Option<String> {
+    builtin().decode(POD, &pod).type_error.map(|e| e.message)
+}
+
+#[test]
+fn wrongly_typed_values_are_reported_as_go_decoding_errors() {
+    let cases = [
+        (
+            json!({"spec": {"terminationGracePeriodSeconds": "abc"}}),
+            "json: cannot unmarshal string into Go struct field PodSpec.spec.terminationGracePeriodSeconds of type int64",
+        ),
+        (
+            json!({"spec": {"volumes": [{"name": "v", "secret": {"secretName": true}}]}}),
+            "json: cannot unmarshal bool into Go struct field SecretVolumeSource.spec.volumes.secret.secretName of type string",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 1.5}]}]}}),
+            "json: cannot unmarshal number 1.5 into Go struct field ContainerPort.spec.containers.ports.containerPort of type int32",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 3_000_000_000u64}]}]}}),
+            "json: cannot unmarshal number 3000000000 into Go struct field ContainerPort.spec.containers.ports.containerPort of type int32",
+        ),
+        (
+            json!({"metadata": {"labels": {"a": 1}}}),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string",
+        ),
+        (
+            json!({"spec": {"containers": "c"}}),
+            "json: cannot unmarshal string into Go struct field PodSpec.spec.containers of type []v1.Container",
+        ),
+        (
+            json!({"spec": []}),
+            "json: cannot unmarshal array into Go struct field Pod.spec of type v1.PodSpec",
+        ),
+        (
+            json!({"spec": {"nodeSelector": ["a"]}}),
+            "json: cannot unmarshal array into Go struct field PodSpec.spec.nodeSelector of type map[string]string",
+        ),
+        (
+            json!({"spec": {"hostNetwork": "true"}}),
+            "json: cannot unmarshal string into Go struct field PodSpec.spec.hostNetwork of type bool",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "c", "livenessProbe": {"httpGet": {"port": true}}}]}}),
+            "json: cannot unmarshal bool into Go struct field HTTPGetAction.spec.containers.livenessProbe.httpGet.port of type int32",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": "lots"}}}]}}),
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        ),
+        (
+            json!({"metadata": {"creationTimestamp": 5}}),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.creationTimestamp of type string",
+        ),
+    ];
+    for (pod, want) in cases {
+        assert_eq!(pod_type_error(pod.clone()).as_deref(), Some(want), "{pod}");
+    }
+}
+
+#[test]
+fn well_typed_values_and_nulls_decode() {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"a": "b"}, "creationTimestamp": null,
+                     "deletionTimestamp": "2024-01-02T03:04:05Z"},
+        "spec": {
+            "terminationGracePeriodSeconds": null,
+            "activeDeadlineSeconds": 30,
+            "hostNetwork": false,
+            "containers": [{
+                "name": "c",
+                "ports": [{"containerPort": 80}],
+                "resources": {"limits": {"cpu": "500m", "memory": 1024}, "requests": null},
+                "livenessProbe": {"httpGet": {"port": "http"}, "periodSeconds": 5},
+                "readinessProbe": {"tcpSocket": {"port": 8080}},
+            }],
+            "volumes": [{"name": "v", "secret": {"secretName": "s", "defaultMode": 420}}],
+        },
+    });
+    assert_eq!(builtin().decode(POD, &pod), Default::default());
+    let secret = json!({"data": {"k": "aGVsbG8=", "n": null}});
+    assert!(
+        builtin()
+            .decode("io.k8s.api.core.v1.Secret", &secret)
+            .type_error
+            .is_none()
+    );
+}
+
+#[test]
+fn bad_times_bytes_and_ints_out_of_range_are_refused() {
+    let time = pod_type_error(json!({"metadata": {"deletionTimestamp": "yesterday"}}));
+    assert!(time.is_some_and(|m| m.starts_with("parsing time \"yesterday\"")));
+    let secret = json!({"data": {"k": "not base64!"}});
+    let bytes = builtin()
+        .decode("io.k8s.api.core.v1.Secret", &secret)
+        .type_error;
+    assert_eq!(
+        bytes.map(|e| e.message).as_deref(),
+        Some("illegal base64 data at input byte 3")
+    );
+    let replicas = json!({"spec": {"replicas": 1e3}});
+    let err = builtin()
+        .decode(DEPLOYMENT, &replicas)
+        .type_error
+        .expect("float replicas");
+    assert_eq!(err.path, "spec.replicas");
+    assert_eq!(
+        (err.expected, err.given),
+        ("numeric (int or float)", "float64")
+    );
+}
+
+#[test]
+fn one_pass_reports_unknown_fields_and_the_first_type_error() {
+    let pod = json!({"spec": {"bogus": 1, "priority": "high", "hostPID": "yes"}});
+    let decoded = builtin().decode(POD, &pod);
+    assert_eq!(decoded.unknown, vec!["spec.bogus".to_owned()]);
+    let err = decoded.type_error.expect("type error");
+    assert_eq!(err.path, "spec.priority");
+    assert!(err.message.contains("PodSpec.spec.priority of type int32"));
+}

@@ -1,7 +1,5 @@
-//! A walker over the definitions: follows references, exposes merge and list extensions, and
-//! finds unknown fields for strict field validation.
-
-use std::fmt::Write as _;
+//! A walker over the definitions: follows references, exposes types, merge and list
+//! extensions, and prunes unknown fields.
 
 use serde_json::{Map, Value};
 
@@ -19,16 +17,55 @@ pub struct Node<'a> {
     site: &'a Value,
     /// The schema after following references.
     resolved: &'a Value,
+    /// The name of the definition the last followed reference named, if any.
+    name: Option<&'a str>,
 }
 
 impl<'a> Node<'a> {
     /// A node for `site`, resolving its references in `schemas`.
     pub(super) fn new(schemas: &'a Schemas, site: &'a Value) -> Self {
+        let (resolved, name) = resolve(schemas, site);
         Self {
             schemas,
             site,
-            resolved: resolve(schemas, site),
+            resolved,
+            name,
         }
+    }
+
+    /// A node for the definition `name` itself.
+    pub(super) fn definition(schemas: &'a Schemas, name: &'a str, schema: &'a Value) -> Self {
+        let node = Self::new(schemas, schema);
+        Self {
+            name: node.name.or(Some(name)),
+            ..node
+        }
+    }
+
+    /// The name of the definition this node resolves to, such as `io.k8s.api.core.v1.PodSpec`;
+    /// `None` for inline schemas.
+    pub fn definition_name(&self) -> Option<&'a str> {
+        self.name
+    }
+
+    /// The schema's `type` when it names a single type.
+    pub fn type_name(&self) -> Option<&'a str> {
+        self.resolved.get("type").and_then(Value::as_str)
+    }
+
+    /// The schema's `format`, such as `int32`, `date-time` or `byte`.
+    pub fn format(&self) -> Option<&'a str> {
+        self.resolved.get("format").and_then(Value::as_str)
+    }
+
+    /// The declared properties and their schemas.
+    pub(super) fn declared(&self) -> Option<&'a Map<String, Value>> {
+        self.properties()
+    }
+
+    /// A node for a schema inside the same set of definitions.
+    pub(super) fn child(&self, schema: &'a Value) -> Node<'a> {
+        Node::new(self.schemas, schema)
     }
 
     /// The schema at the point of use (with its own description and extensions).
@@ -164,8 +201,10 @@ impl<'a> Node<'a> {
     }
 }
 
-/// Follows `$ref` and single-reference `allOf` until a schema without them is reached.
-fn resolve<'a>(schemas: &'a Schemas, mut schema: &'a Value) -> &'a Value {
+/// Follows `$ref` and single-reference `allOf` until a schema without them is reached; also
+/// returns the name of the last definition followed.
+fn resolve<'a>(schemas: &'a Schemas, mut schema: &'a Value) -> (&'a Value, Option<&'a str>) {
+    let mut name = None;
     for _ in 0..MAX_REF_HOPS {
         let target = match schema.get("$ref") {
             Some(Value::String(reference)) => reference.strip_prefix(REF_PREFIX),
@@ -176,69 +215,23 @@ fn resolve<'a>(schemas: &'a Schemas, mut schema: &'a Value) -> &'a Value {
             {
                 Some([only]) => match only.get("$ref") {
                     Some(Value::String(reference)) => reference.strip_prefix(REF_PREFIX),
-                    _ => return schema,
+                    _ => return (schema, name),
                 },
-                _ => return schema,
+                _ => return (schema, name),
             },
         };
-        match target.and_then(|name| schemas.definition(name)) {
-            Some(next) => schema = next,
-            None => return schema,
+        match target.and_then(|t| schemas.definition(t).map(|next| (t, next))) {
+            Some((t, next)) => {
+                schema = next;
+                name = Some(t);
+            }
+            None => return (schema, name),
         }
     }
-    schema
+    (schema, name)
 }
 
-/// Appends to `out` the paths of fields in `value` that `node` does not declare.
-pub(super) fn unknown_fields(
-    node: Node<'_>,
-    value: &Value,
-    path: &mut String,
-    out: &mut Vec<String>,
-) {
-    if node.preserves_unknown_fields() || node.is_free_form() {
-        return;
-    }
-    match value {
-        Value::Object(fields) if node.is_object() => {
-            let values = node.additional_properties();
-            let declared = node.properties();
-            if declared.is_none() && values.is_none() {
-                return;
-            }
-            for (key, field_value) in fields {
-                let child = match declared.and_then(|d| d.get(key)) {
-                    Some(schema) => Some(Node::new(node.schemas, schema)),
-                    None => values,
-                };
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-                match child {
-                    Some(child) => unknown_fields(child, field_value, path, out),
-                    None => out.push(path.clone()),
-                }
-                path.truncate(len);
-            }
-        }
-        Value::Array(items) if node.is_array() => {
-            let Some(item_node) = node.items() else {
-                return;
-            };
-            for (index, item) in items.iter().enumerate() {
-                let len = path.len();
-                let _ = write!(path, "[{index}]");
-                unknown_fields(item_node, item, path, out);
-                path.truncate(len);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Removes the fields [`unknown_fields`] would report, in place.
+/// Removes the fields [`super::decode::check`] reports as unknown, in place.
 pub(super) fn prune(node: Node<'_>, value: &mut Value) {
     if node.preserves_unknown_fields() || node.is_free_form() {
         return;
