@@ -114,6 +114,14 @@ pub(super) fn builtin() -> Schemas {
     for (name, group, version, kind) in &b.gvks {
         if let Some(Value::Object(schema)) = definitions.get_mut(name) {
             add_gvk(schema, group, version, kind);
+            // k8s-openapi's structs make `metadata` required; upstream's ObjectMeta is
+            // optional (omitempty), and kubectl validates manifests against this list.
+            if let Some(Value::Array(required)) = schema.get_mut("required") {
+                required.retain(|field| field != "metadata");
+                if required.is_empty() {
+                    schema.shift_remove("required");
+                }
+            }
         }
     }
     Schemas::from_definitions(definitions)
