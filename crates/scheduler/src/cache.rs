@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::Node;
 
+use crate::disruption::{Budget, DisruptionBudgets};
+use crate::filters::ZONE_LABEL;
 use crate::info::{NodeInfo, PodInfo, PriorityClasses};
-use crate::selectors::Labels;
+use crate::selectors::{Labels, Selector};
 use crate::volumes::Volumes;
-
-/// Label whose value is a node's zone, used to interleave zones in the node order.
-const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+use crate::workloads::{ControllerKind, PodSelectors};
 
 /// Where the cache holds a pod.
 #[derive(Debug)]
@@ -41,6 +41,10 @@ pub struct Cache {
     pub priority_classes: PriorityClasses,
     volumes: Arc<Volumes>,
     volumes_changed: bool,
+    pod_selectors: Arc<PodSelectors>,
+    pod_selectors_changed: bool,
+    budgets: Arc<DisruptionBudgets>,
+    budgets_changed: bool,
 }
 
 impl Cache {
@@ -170,6 +174,46 @@ impl Cache {
         self.volumes_changed = true;
     }
 
+    /// Sets (`None`: removes) the selector of Service `namespace/name`. Updates that
+    /// change nothing (most are status writes) copy nothing.
+    pub fn set_service(&mut self, namespace: &str, name: &str, selector: Option<Labels>) {
+        if self.pod_selectors.service(namespace, name) != selector.as_ref() {
+            let selectors = Arc::make_mut(&mut self.pod_selectors);
+            self.pod_selectors_changed |= selectors.set_service(namespace, name, selector);
+        }
+    }
+
+    /// Sets (`None`: removes) the pod selector of a controller.
+    pub fn set_controller(
+        &mut self,
+        kind: ControllerKind,
+        namespace: &str,
+        name: &str,
+        selector: Option<Selector>,
+    ) {
+        if self.pod_selectors.controller(kind, namespace, name) != selector.as_ref() {
+            let selectors = Arc::make_mut(&mut self.pod_selectors);
+            self.pod_selectors_changed |= selectors.set_controller(kind, namespace, name, selector);
+        }
+    }
+
+    /// The selectors of Services and controllers.
+    pub fn pod_selectors(&self) -> &PodSelectors {
+        &self.pod_selectors
+    }
+
+    /// Sets (`None`: removes) the PodDisruptionBudget `namespace/name`.
+    pub fn set_budget(&mut self, key: &str, budget: Option<Budget>) {
+        if self.budgets.get(key) != budget.as_ref() {
+            self.budgets_changed |= Arc::make_mut(&mut self.budgets).set(key, budget);
+        }
+    }
+
+    /// The PodDisruptionBudgets.
+    pub fn budgets(&self) -> &DisruptionBudgets {
+        &self.budgets
+    }
+
     /// How many pods the cache holds (bound and assumed).
     pub fn pod_count(&self) -> usize {
         self.pods.len()
@@ -207,6 +251,14 @@ impl Cache {
         if self.volumes_changed {
             snapshot.volumes = self.volumes.clone();
             self.volumes_changed = false;
+        }
+        if self.pod_selectors_changed {
+            snapshot.pod_selectors = self.pod_selectors.clone();
+            self.pod_selectors_changed = false;
+        }
+        if self.budgets_changed {
+            snapshot.budgets = self.budgets.clone();
+            self.budgets_changed = false;
         }
         if self.images_changed {
             snapshot.image_nodes = Arc::new(self.image_nodes.clone());
@@ -257,6 +309,10 @@ pub struct Snapshot {
     pub pods_with_required_anti_affinity: usize,
     /// PersistentVolumeClaims, PersistentVolumes and StorageClasses.
     pub volumes: Arc<Volumes>,
+    /// Selectors of Services and controllers, for default topology spreading.
+    pub pod_selectors: Arc<PodSelectors>,
+    /// PodDisruptionBudgets, for preemption.
+    pub budgets: Arc<DisruptionBudgets>,
 }
 
 impl Snapshot {

@@ -1,13 +1,18 @@
-//! Informers: list-and-watch streams of pods, nodes, namespaces, PriorityClasses and the
-//! volume kinds (claims, volumes, storage classes) that
-//! keep the cache and the queue current, and turn changes into the cluster events that
-//! move unschedulable pods back to the queue.
+//! Informers: list-and-watch streams of pods, nodes, namespaces, PriorityClasses, the
+//! volume kinds (claims, volumes, storage classes), the objects that group pods
+//! (Services, ReplicationControllers, ReplicaSets, StatefulSets) and
+//! PodDisruptionBudgets that keep the cache and the queue current, and turn changes into
+//! the cluster events that move unschedulable pods back to the queue.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -15,10 +20,13 @@ use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 
 use crate::cache::{Cache, lock};
+use crate::disruption::Budget;
 use crate::filters::Plugin;
 use crate::info::PodInfo;
 use crate::queue::{Plugins, SchedulingQueue};
 use crate::report::SCHEDULER_NAME;
+use crate::selectors::Selector;
+use crate::workloads::ControllerKind;
 
 /// Pods that ended hold no resources; the pod informer does not watch them.
 const ACTIVE_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -539,4 +547,156 @@ pub async fn volumes(
         std::future::pending::<()>().await;
     };
     futures::join!(claims, volumes, classes, all_synced);
+}
+
+/// Keeps the selectors of Services, ReplicationControllers, ReplicaSets and StatefulSets
+/// in the cache, for default topology spreading. They only change scores, so no change
+/// moves pods in the queue.
+pub async fn pod_selectors(client: Client, cache: Arc<Mutex<Cache>>, synced: Synced) {
+    let parts = [
+        Synced::default(),
+        Synced::default(),
+        Synced::default(),
+        Synced::default(),
+    ];
+    let services = for_each_change(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        parts[0].clone(),
+        |change| {
+            let mut cache = lock(&cache);
+            match change {
+                Change::Apply(svc) => {
+                    let (ns, name) = namespace_and_name(&svc);
+                    let selector = svc.spec.as_ref().and_then(|s| s.selector.clone());
+                    cache.set_service(ns, name, selector);
+                }
+                Change::Delete(svc) => {
+                    let (ns, name) = namespace_and_name(&svc);
+                    cache.set_service(ns, name, None);
+                }
+                Change::Relisted(seen) => {
+                    for key in cache.pod_selectors().service_keys() {
+                        if !seen.contains(&key)
+                            && let Some((ns, name)) = key.split_once('/')
+                        {
+                            cache.set_service(ns, name, None);
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let rcs = controller_selectors::<ReplicationController>(
+        client.clone(),
+        cache.clone(),
+        parts[1].clone(),
+        ControllerKind::ReplicationController,
+        |rc| {
+            rc.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .map(Selector::from_labels)
+        },
+    );
+    let replica_sets = controller_selectors::<ReplicaSet>(
+        client.clone(),
+        cache.clone(),
+        parts[2].clone(),
+        ControllerKind::ReplicaSet,
+        |rs| rs.spec.as_ref().map(|s| Selector::parse(Some(&s.selector))),
+    );
+    let stateful_sets = controller_selectors::<StatefulSet>(
+        client,
+        cache.clone(),
+        parts[3].clone(),
+        ControllerKind::StatefulSet,
+        |ss| ss.spec.as_ref().map(|s| Selector::parse(Some(&s.selector))),
+    );
+    let all_synced = async {
+        for part in &parts {
+            part.wait().await;
+        }
+        synced.raise();
+        std::future::pending::<()>().await;
+    };
+    futures::join!(services, rcs, replica_sets, stateful_sets, all_synced);
+}
+
+/// Keeps the pod selectors of one controller kind in the cache.
+async fn controller_selectors<K>(
+    client: Client,
+    cache: Arc<Mutex<Cache>>,
+    synced: Synced,
+    kind: ControllerKind,
+    selector_of: impl Fn(&K) -> Option<Selector>,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    for_each_change(
+        Api::<K>::all(client),
+        watcher::Config::default(),
+        synced,
+        |change| {
+            let mut cache = lock(&cache);
+            match change {
+                Change::Apply(obj) => {
+                    let (ns, name) = namespace_and_name(&obj);
+                    cache.set_controller(kind, ns, name, selector_of(&obj));
+                }
+                Change::Delete(obj) => {
+                    let (ns, name) = namespace_and_name(&obj);
+                    cache.set_controller(kind, ns, name, None);
+                }
+                Change::Relisted(seen) => {
+                    for key in cache.pod_selectors().controller_keys(kind) {
+                        if !seen.contains(&key)
+                            && let Some((ns, name)) = key.split_once('/')
+                        {
+                            cache.set_controller(kind, ns, name, None);
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Keeps PodDisruptionBudgets in the cache, for preemption. Upstream's preemption does
+/// not retry pods on budget changes either, so none moves pods in the queue.
+pub async fn disruption_budgets(client: Client, cache: Arc<Mutex<Cache>>, synced: Synced) {
+    for_each_change(
+        Api::<PodDisruptionBudget>::all(client),
+        watcher::Config::default(),
+        synced,
+        |change| {
+            let mut cache = lock(&cache);
+            match change {
+                Change::Apply(pdb) => cache.set_budget(&key_of(&pdb), Some(Budget::new(&pdb))),
+                Change::Delete(pdb) => cache.set_budget(&key_of(&pdb), None),
+                Change::Relisted(seen) => {
+                    for key in cache.budgets().keys() {
+                        if !seen.contains(&key) {
+                            cache.set_budget(&key, None);
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+fn namespace_and_name<K: Resource>(obj: &K) -> (&str, &str) {
+    let meta = obj.meta();
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }

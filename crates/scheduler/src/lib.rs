@@ -4,14 +4,18 @@
 //! queue of pending pods ([`queue`]). The scheduling loop ([`schedule_one`]) pops the most
 //! important pod, runs the filters ([`filters`], with the pod's claims from [`volumes`])
 //! over a snapshot, scores the feasible nodes ([`scoring`]), assumes the pod on the best
-//! one and binds it in the background ([`binding`]). A pod that fits nowhere may preempt lower-priority pods
-//! ([`preemption`]); its failure is reported as a condition and an Event ([`report`]).
+//! one and binds it in the background ([`binding`]); pods that Services and controllers
+//! group are spread by default ([`workloads`]). A pod that fits nowhere may preempt
+//! lower-priority pods ([`preemption`]), sparing those PodDisruptionBudgets protect where
+//! it can ([`disruption`]); its failure is reported as a condition and an Event
+//! ([`report`]).
 //!
 //! Like the controllers, the scheduler is written against kube-rs only; inside `kumo
 //! server` its client is in-process and it runs while it holds the `kube-scheduler` Lease.
 
 pub mod binding;
 pub mod cache;
+pub mod disruption;
 pub mod filters;
 pub mod info;
 pub mod informers;
@@ -23,6 +27,7 @@ pub mod schedule_one;
 pub mod scoring;
 pub mod selectors;
 pub mod volumes;
+pub mod workloads;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,6 +91,19 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 
     let (namespaces_synced, nodes_synced, pods_synced) =
         (Synced::default(), Synced::default(), Synced::default());
+    // Grouping objects and budgets only refine scores and preemption: waited for only
+    // so long, like the PriorityClasses.
+    let (selectors_synced, budgets_synced) = (Synced::default(), Synced::default());
+    tasks.spawn(informers::pod_selectors(
+        client.clone(),
+        cache.clone(),
+        selectors_synced.clone(),
+    ));
+    tasks.spawn(informers::disruption_budgets(
+        client.clone(),
+        cache.clone(),
+        budgets_synced.clone(),
+    ));
     tasks.spawn(informers::namespaces(
         client.clone(),
         cache.clone(),
@@ -107,6 +125,18 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     namespaces_synced.wait().await;
     nodes_synced.wait().await;
     pods_synced.wait().await;
+    let optional_synced = async {
+        selectors_synced.wait().await;
+        budgets_synced.wait().await;
+    };
+    if tokio::time::timeout(PRIORITY_CLASS_SYNC_TIMEOUT, optional_synced)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "Services, controllers or PodDisruptionBudgets not listed yet; spreading and preemption go without them until they are"
+        );
+    }
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "scheduler caches synced"

@@ -1,6 +1,7 @@
 //! Preemption (upstream's DefaultPreemption PostFilter): when a pod fits nowhere, find a
-//! node where evicting lower-priority pods makes it fit, with the fewest and least
-//! important victims; delete them gracefully and nominate the node for the pod.
+//! node where evicting lower-priority pods makes it fit, violating the fewest
+//! PodDisruptionBudgets and then with the fewest and least important victims; delete them
+//! gracefully and nominate the node for the pod.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -86,7 +87,7 @@ pub fn find(
         .collect();
     let num_nodes = snapshot.nodes.len();
     let mut reasons: Vec<String> = Vec::new();
-    let mut candidates: Vec<(String, Vec<Arc<PodInfo>>)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
     if !potential.is_empty() {
         let wanted = (potential.len() * MIN_CANDIDATES_PERCENT / 100)
             .max(MIN_CANDIDATES)
@@ -100,8 +101,12 @@ pub fn find(
                 Vec::new()
             };
             match select_victims(state, node, &nominated, snapshot) {
-                Ok(victims) => {
-                    candidates.push((node.name.clone(), victims));
+                Ok((victims, pdb_violations)) => {
+                    candidates.push(Candidate {
+                        node: node.name.clone(),
+                        victims,
+                        pdb_violations,
+                    });
                     if candidates.len() >= wanted {
                         break;
                     }
@@ -118,7 +123,7 @@ pub fn find(
             .chain(std::iter::repeat_n(NOT_HELPFUL, not_helpful));
         return failed(format!("preemption: {}", fit_message(num_nodes, all, "")));
     }
-    let (node, victims) = pick(candidates);
+    let Candidate { node, victims, .. } = pick(candidates);
     Preemption {
         void_nominations: queue.lower_priority_nominated(&node, pod.priority),
         node: Some(node),
@@ -134,14 +139,33 @@ fn failed(message: String) -> Preemption {
     }
 }
 
-/// The fewest, least important pods to remove from `node` so that the pod fits, or the
-/// reasons it cannot fit there even so.
+/// A node where preemption lets the pod fit, and what it costs.
+struct Candidate {
+    node: String,
+    /// Most important first.
+    victims: Vec<Arc<PodInfo>>,
+    /// How many victims' evictions exceed a PodDisruptionBudget.
+    pdb_violations: usize,
+}
+
+/// Upstream's `MoreImportantPod` as a sort key: higher priority first, then the longer
+/// running (a pod not started yet counts as starting now, the least senior).
+fn importance(pod: &PodInfo) -> (Reverse<i32>, jiff::Timestamp) {
+    (
+        Reverse(pod.priority),
+        pod.start_time().unwrap_or(jiff::Timestamp::MAX),
+    )
+}
+
+/// The fewest, least important pods to remove from `node` so that the pod fits, sparing
+/// the pods whose eviction would exceed a PodDisruptionBudget first, and how many of those
+/// still have to go; or the reasons it cannot fit there even so.
 fn select_victims(
     state: &CycleState,
     node: &NodeInfo,
     nominated: &[Arc<PodInfo>],
     snapshot: &Snapshot,
-) -> Result<Vec<Arc<PodInfo>>, Vec<String>> {
+) -> Result<(Vec<Arc<PodInfo>>, usize), Vec<String>> {
     let pod = &state.pod;
     let mut lower: Vec<Arc<PodInfo>> = node
         .pods
@@ -152,8 +176,7 @@ fn select_victims(
     if lower.is_empty() {
         return Err(vec![NO_VICTIMS.into()]);
     }
-    // Most important first: higher priority, then earlier start.
-    lower.sort_by_key(|p| (Reverse(p.priority), p.start_time()));
+    lower.sort_by_key(|p| importance(p));
     let mut trial = node.clone();
     let mut trial_state = state.clone();
     for p in &lower {
@@ -163,38 +186,62 @@ fn select_victims(
     if let Err(r) = filters::run_with_nominated(&trial_state, &trial, nominated, snapshot) {
         return Err(r.reasons);
     }
-    // Reprieve as many as possible, most important first.
+    // Reprieve as many as possible: first those a budget protects, then the others, each
+    // group most important first.
+    let (violating, non_violating) = snapshot.budgets.split_violating(lower);
+    let regroup = !violating.is_empty() && !non_violating.is_empty();
+    let n_violating = violating.len();
     let mut victims = Vec::new();
-    for p in lower {
+    let mut pdb_violations = 0;
+    for (i, p) in violating.into_iter().chain(non_violating).enumerate() {
         trial.add_pod(p.clone());
         trial_state.update_with_pod(&p, &trial, snapshot, 1);
         if filters::run_with_nominated(&trial_state, &trial, nominated, snapshot).is_err() {
             trial.remove_pod(&p.uid);
             trial_state.update_with_pod(&p, &trial, snapshot, -1);
+            if i < n_violating {
+                pdb_violations += 1;
+            }
             victims.push(p);
         }
     }
-    Ok(victims)
+    if regroup {
+        victims.sort_by_key(|p| importance(p));
+    }
+    Ok((victims, pdb_violations))
 }
 
-/// Upstream's `pickOneNodeForPreemption` without PodDisruptionBudgets: the lowest
-/// highest-priority victim, then the lowest sum of priorities, then the fewest victims,
-/// then the node whose most important victims started last.
-fn pick(candidates: Vec<(String, Vec<Arc<PodInfo>>)>) -> (String, Vec<Arc<PodInfo>>) {
+/// Upstream's `pickOneNodeForPreemption`: the fewest PodDisruptionBudget violations, then
+/// the lowest highest-priority victim, then the lowest sum of priorities, then the fewest
+/// victims, then the node whose most important victims started last.
+fn pick(candidates: Vec<Candidate>) -> Candidate {
     candidates
         .into_iter()
-        .min_by_key(|(_, victims)| {
-            let highest = victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN);
-            let sum: i64 = victims
+        .min_by_key(|c| {
+            let highest = c
+                .victims
+                .iter()
+                .map(|v| v.priority)
+                .max()
+                .unwrap_or(i32::MIN);
+            let sum: i64 = c
+                .victims
                 .iter()
                 .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
                 .sum();
-            let earliest_of_highest = victims
+            let earliest_of_highest = c
+                .victims
                 .iter()
                 .filter(|v| v.priority == highest)
-                .filter_map(|v| v.start_time())
+                .map(|v| v.start_time().unwrap_or(jiff::Timestamp::MAX))
                 .min();
-            (highest, sum, victims.len(), Reverse(earliest_of_highest))
+            (
+                c.pdb_violations,
+                highest,
+                sum,
+                c.victims.len(),
+                Reverse(earliest_of_highest),
+            )
         })
         .expect("at least one candidate")
 }

@@ -3,13 +3,13 @@
 //! NodeResourcesFit LeastAllocated 1, NodeResourcesBalancedAllocation 1, ImageLocality 1),
 //! each normalized to 0..=100, and picks the best with random tie-breaking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rand::Rng;
 
 use crate::cache::Snapshot;
-use crate::filters::{CycleState, SpreadConstraint, taints};
+use crate::filters::{CycleState, HOSTNAME_LABEL, SpreadConstraint, taints};
 use crate::info::{NodeInfo, PodInfo, normalize_image};
 use crate::selectors::{node_matches_term, tolerated};
 
@@ -204,14 +204,18 @@ pub fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
     ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
 }
 
-/// PodTopologySpread with ScheduleAnyway constraints: fewer matching pods in a node's
-/// domains scores higher; nodes lacking a topology key score 0.
+/// PodTopologySpread scoring: fewer matching pods in a node's domains scores higher.
+/// The pod's ScheduleAnyway constraints count, or, when it has no constraints at all, the
+/// system defaults over the pods its Services and controllers group. Nodes lacking one of
+/// the pod's own topology keys score 0; under the defaults a missing key only drops that
+/// constraint, so that nodes without a zone still spread by hostname.
 fn topology_spread(
     state: &CycleState,
     snapshot: &Snapshot,
     nodes: &[Arc<NodeInfo>],
 ) -> Option<Vec<i64>> {
-    let constraints = SpreadConstraint::of(&state.pod, "ScheduleAnyway");
+    let (constraints, require_all_keys) =
+        SpreadConstraint::for_scoring(&state.pod, &snapshot.pod_selectors);
     if constraints.is_empty() {
         return None;
     }
@@ -221,33 +225,67 @@ fn topology_spread(
             .iter()
             .all(|c| labels.contains_key(&c.topology_key))
     };
-    let ignored: Vec<bool> = nodes.iter().map(|n| !has_keys(n)).collect();
-    // Domains among the candidate nodes, per constraint.
-    let mut domains: Vec<HashMap<&str, i64>> = vec![HashMap::new(); constraints.len()];
-    for (n, _) in nodes.iter().zip(&ignored).filter(|(_, ig)| !**ig) {
-        for (i, c) in constraints.iter().enumerate() {
-            domains[i].insert(n.labels()[&c.topology_key].as_str(), 0);
+    let ignored: Vec<bool> = nodes
+        .iter()
+        .map(|n| require_all_keys && !has_keys(n))
+        .collect();
+    let n_scored = ignored.iter().filter(|i| !**i).count();
+    // Per constraint, the domains of the scored nodes: how many there are (a node without
+    // the key counts as the empty value, as upstream's) and the matching pods of those a
+    // scored node can read. Hostname counts are taken per node below.
+    let mut n_domains = vec![0usize; constraints.len()];
+    let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); constraints.len()];
+    {
+        let mut seen: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
+        for (n, _) in nodes.iter().zip(&ignored).filter(|(_, ig)| !**ig) {
+            for (i, c) in constraints.iter().enumerate() {
+                if c.topology_key == HOSTNAME_LABEL {
+                    continue;
+                }
+                let value = n.labels().get(&c.topology_key);
+                if seen[i].insert(value.map_or("", String::as_str)) {
+                    n_domains[i] += 1;
+                }
+                if let Some(value) = value {
+                    counts[i].insert(value.as_str(), 0);
+                }
+            }
         }
     }
-    // Matching pods per domain over every eligible node of the cluster.
-    for n in &snapshot.nodes {
-        if !has_keys(n) {
-            continue;
-        }
-        let matches_affinity = state.matches_node_affinity(n);
-        let tolerates = state.untolerated_taint(n).is_none();
-        for (i, c) in constraints.iter().enumerate() {
-            if !c.includes(matches_affinity, tolerates) {
+    if counts.iter().any(|c| !c.is_empty()) {
+        for n in &snapshot.nodes {
+            if require_all_keys && !has_keys(n) {
                 continue;
             }
-            if let Some(count) = domains[i].get_mut(n.labels()[&c.topology_key].as_str()) {
-                *count += c.count_on(&state.pod, n);
+            let matches_affinity = state.matches_node_affinity(n);
+            let mut tolerates = None;
+            for (i, c) in constraints.iter().enumerate() {
+                if counts[i].is_empty() {
+                    continue;
+                }
+                let tolerates = !c.honor_taints
+                    || *tolerates.get_or_insert_with(|| state.untolerated_taint(n).is_none());
+                if !c.includes(matches_affinity, tolerates) {
+                    continue;
+                }
+                let value = n.labels().get(&c.topology_key).map_or("", String::as_str);
+                if let Some(count) = counts[i].get_mut(value) {
+                    *count += c.count_on(&state.pod, n);
+                }
             }
         }
     }
-    let weights: Vec<f64> = domains
+    let weights: Vec<f64> = constraints
         .iter()
-        .map(|d| ((d.len() + 2) as f64).ln())
+        .enumerate()
+        .map(|(i, c)| {
+            let size = if c.topology_key == HOSTNAME_LABEL {
+                n_scored
+            } else {
+                n_domains[i]
+            };
+            ((size + 2) as f64).ln()
+        })
         .collect();
     let raw: Vec<i64> = nodes
         .iter()
@@ -256,12 +294,18 @@ fn topology_spread(
             if *ignored {
                 return 0;
             }
+            let labels = n.labels();
             let s: f64 = constraints
                 .iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    let count = domains[i][n.labels()[&c.topology_key].as_str()];
-                    count as f64 * weights[i] + (c.max_skew - 1) as f64
+                .filter_map(|(i, c)| {
+                    let value = labels.get(&c.topology_key)?;
+                    let count = if c.topology_key == HOSTNAME_LABEL {
+                        c.count_on(&state.pod, n)
+                    } else {
+                        counts[i].get(value.as_str()).copied().unwrap_or(0)
+                    };
+                    Some(count as f64 * weights[i] + (c.max_skew - 1) as f64)
                 })
                 .sum();
             s.round() as i64

@@ -89,6 +89,23 @@ impl Selector {
         }
     }
 
+    /// Adds every requirement of `other` (upstream's `Selector.Add`); a selector that
+    /// matches nothing adds nothing, as its requirements are not defined.
+    pub fn extend(&mut self, other: &Selector) {
+        if let (Self::Requirements(reqs), Self::Requirements(more)) = (self, other) {
+            reqs.extend(more.iter().cloned());
+        }
+    }
+
+    /// Whether the selector has no requirements (upstream's `Selector.Empty`): it then
+    /// selects everything, or nothing when it is [`Selector::Nothing`].
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Nothing => true,
+            Self::Requirements(reqs) => reqs.is_empty(),
+        }
+    }
+
     /// Whether an object with `labels` is selected.
     pub fn matches(&self, labels: &Labels) -> bool {
         match self {

@@ -1,6 +1,6 @@
 //! Preemption: a high-priority pod evicts the fewest, least important pods, gets a
-//! nominated node and runs there; `preemptionPolicy: Never` and equal priorities do not
-//! preempt.
+//! nominated node and runs there, sparing pods whose PodDisruptionBudget is exhausted
+//! where it can; `preemptionPolicy: Never` and equal priorities do not preempt.
 
 mod common;
 
@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::{Cluster, wait_for};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 async fn priority_class(c: &Cluster, name: &str, value: i32, never: bool) {
@@ -25,6 +26,41 @@ async fn priority_class(c: &Cluster, name: &str, value: i32, never: bool) {
     )
     .await
     .unwrap();
+}
+
+/// Creates a PodDisruptionBudget over pods labelled `app: <app>` whose status, as the
+/// disruption controller would write it, allows no further disruption.
+async fn exhausted_budget(c: &Cluster, app: &str) {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), "default");
+    let pdb = json!({
+        "metadata": {"name": app},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}}
+    });
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(pdb).unwrap(),
+    )
+    .await
+    .unwrap();
+    let status = json!({"status": {
+        "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1
+    }});
+    api.patch_status(app, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+/// Names of the pods in `default` not being deleted.
+async fn live_pods(c: &Cluster) -> Vec<String> {
+    c.pods()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect()
 }
 
 /// Plays the node agent: pods marked for deletion are deleted for good.
@@ -237,5 +273,84 @@ async fn anti_affinity_victims_are_preempted() {
     .await;
     assert_eq!(c.bound("picky").await, "n1");
     assert!(c.pods().get("blocker").await.is_err());
+    agent.abort();
+}
+
+#[tokio::test]
+async fn preemption_prefers_nodes_where_no_disruption_budget_is_violated() {
+    let mut c = Cluster::without_scheduler().await;
+    priority_class(&c, "lowest", 100, false).await;
+    priority_class(&c, "low", 200, false).await;
+    priority_class(&c, "high", 1000, false).await;
+    exhausted_budget(&c, "guarded").await;
+    c.start_scheduler();
+    c.node("n1", "1", "4Gi", json!({})).await;
+    c.node("n2", "1", "4Gi", json!({})).await;
+    let on = |node: &str, class: &str, app: &str| json!({"metadata": {"labels": {"app": app}}, "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "priorityClassName": class}});
+    // By priority alone n1's victim is the cheaper one; its budget is exhausted though.
+    c.pod("guarded", "1", "", on("n1", "lowest", "guarded"))
+        .await;
+    c.pod("free", "1", "", on("n2", "low", "free")).await;
+    c.bound("guarded").await;
+    c.bound("free").await;
+    let agent = finish_deleted_pods(&c);
+
+    let high = json!({"spec": {"priorityClassName": "high"}});
+    c.pod("urgent", "1", "", high.clone()).await;
+    assert_eq!(c.bound("urgent").await, "n2");
+    let mut live = live_pods(&c).await;
+    live.sort();
+    assert_eq!(live, ["guarded", "urgent"]);
+
+    // Budgets are honoured on a best-effort basis: when only protected pods can make
+    // room, they are preempted all the same.
+    c.pod("urgent-2", "1", "", high).await;
+    assert_eq!(c.bound("urgent-2").await, "n1");
+    let mut live = live_pods(&c).await;
+    live.sort();
+    assert_eq!(live, ["urgent", "urgent-2"]);
+    c.event("guarded", "Preempted").await;
+    agent.abort();
+}
+
+#[tokio::test]
+async fn pods_a_disruption_budget_protects_are_reprieved_first() {
+    let mut c = Cluster::without_scheduler().await;
+    priority_class(&c, "lowest", 100, false).await;
+    priority_class(&c, "low", 200, false).await;
+    priority_class(&c, "high", 1000, false).await;
+    exhausted_budget(&c, "protected").await;
+    c.start_scheduler();
+    c.node("n1", "2", "4Gi", json!({})).await;
+    // Without the budget, the more important `senior` would be spared and `protected`
+    // evicted.
+    c.pod(
+        "protected",
+        "1",
+        "",
+        json!({"metadata": {"labels": {"app": "protected"}}, "spec": {"priorityClassName": "lowest"}}),
+    )
+    .await;
+    c.pod(
+        "senior",
+        "1",
+        "",
+        json!({"spec": {"priorityClassName": "low"}}),
+    )
+    .await;
+    c.bound("protected").await;
+    c.bound("senior").await;
+    let agent = finish_deleted_pods(&c);
+    c.pod(
+        "urgent",
+        "1",
+        "",
+        json!({"spec": {"priorityClassName": "high"}}),
+    )
+    .await;
+    assert_eq!(c.bound("urgent").await, "n1");
+    let mut live = live_pods(&c).await;
+    live.sort();
+    assert_eq!(live, ["protected", "urgent"]);
     agent.abort();
 }

@@ -1,5 +1,6 @@
-//! The scheduling loop end to end: load spreading, preferences, unschedulable pods that
-//! are reported and later placed, queue order by priority, and scheduling gates.
+//! The scheduling loop end to end: load spreading, default topology spreading of pods
+//! that Services and controllers group, preferences, unschedulable pods that are reported
+//! and later placed, queue order by priority, and scheduling gates.
 
 mod common;
 
@@ -7,7 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Cluster, wait_for};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -28,6 +30,85 @@ async fn least_allocated_spreads_pods_over_nodes() {
     assert_eq!(
         per_node.values().copied().collect::<Vec<_>>(),
         [2, 2, 2, 2],
+        "{per_node:?}"
+    );
+}
+
+/// Creates pods `names` (100m CPU, 128Mi each, plus `extra`) one by one, each after the
+/// previous is bound, and counts them per node.
+async fn place_one_by_one(
+    c: &Cluster,
+    names: &[String],
+    extra: serde_json::Value,
+) -> BTreeMap<String, usize> {
+    let mut per_node = BTreeMap::new();
+    for name in names {
+        c.pod(name, "100m", "128Mi", extra.clone()).await;
+        *per_node.entry(c.bound(name).await).or_insert(0) += 1;
+    }
+    per_node
+}
+
+#[tokio::test]
+async fn pods_grouped_by_a_replica_set_or_a_service_spread_over_hosts_by_default() {
+    let mut c = Cluster::without_scheduler().await;
+    // LeastAllocated and BalancedAllocation favour the big node for every pod below;
+    // only the default hostname spreading (maxSkew 3, ScheduleAnyway) moves pods off it.
+    c.node("big", "64", "128Gi", json!({})).await;
+    for name in ["small-a", "small-b", "small-c"] {
+        c.node(name, "2", "4Gi", json!({})).await;
+    }
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }}
+    }))
+    .unwrap();
+    let rs = replica_sets
+        .create(&PostParams::default(), &rs)
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    c.start_scheduler();
+
+    // Nothing groups these: the scores alone stack them on the big node.
+    let loners: Vec<String> = (0..4).map(|i| format!("loner-{i}")).collect();
+    let per_node = place_one_by_one(
+        &c,
+        &loners,
+        json!({"metadata": {"labels": {"app": "loner"}}}),
+    )
+    .await;
+    assert_eq!(per_node, BTreeMap::from([("big".to_owned(), 4)]));
+
+    // The ReplicaSet's pods: one per node first, then the big node takes a second one
+    // (all hosts equal again) while the sixth goes to a small node.
+    let owner = json!([{
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+        "uid": rs.metadata.uid.unwrap(), "controller": true
+    }]);
+    let web: Vec<String> = (0..6).map(|i| format!("web-{i}")).collect();
+    let extra = json!({"metadata": {"labels": {"app": "web"}, "ownerReferences": owner}});
+    let per_node = place_one_by_one(&c, &web, extra).await;
+    assert_eq!(per_node.get("big"), Some(&2), "{per_node:?}");
+    assert_eq!(per_node.len(), 4, "every node has a web pod: {per_node:?}");
+
+    // Bare pods the Service selects spread likewise: one per node.
+    let api: Vec<String> = (0..4).map(|i| format!("api-{i}")).collect();
+    let per_node =
+        place_one_by_one(&c, &api, json!({"metadata": {"labels": {"app": "api"}}})).await;
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [1, 1, 1, 1],
         "{per_node:?}"
     );
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{NodeSelectorTerm, Taint, Toleration};
 
 pub use interpod::InterPodState;
-pub use spread::{SpreadConstraint, SpreadState};
+pub use spread::{HOSTNAME_LABEL, SpreadConstraint, SpreadState, ZONE_LABEL};
 
 use crate::cache::Snapshot;
 use crate::info::{NodeInfo, PodInfo};

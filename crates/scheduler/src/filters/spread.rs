@@ -1,6 +1,7 @@
 //! PodTopologySpread filter: DoNotSchedule constraints, with `maxSkew`, `minDomains`,
 //! `matchLabelKeys` and the node inclusion policies (`nodeAffinityPolicy` Honor and
-//! `nodeTaintsPolicy` Ignore by default).
+//! `nodeTaintsPolicy` Ignore by default); and the constraints scoring uses, including the
+//! system defaults for pods without any.
 
 use std::collections::HashMap;
 
@@ -8,12 +9,22 @@ use super::{Code, CycleState, Plugin, Rejection};
 use crate::cache::Snapshot;
 use crate::info::{NodeInfo, PodInfo};
 use crate::selectors::Selector;
+use crate::workloads::PodSelectors;
 
 /// Reason when a constraint's skew would be exceeded.
 pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
 /// Reason when the node lacks a constraint's topology key.
 pub const ERR_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
+
+/// The node label naming each node (`kubernetes.io/hostname`).
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// The node label naming a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Upstream's system default constraints (`systemDefaultConstraints`): topology key and
+/// `maxSkew`, all ScheduleAnyway.
+const SYSTEM_DEFAULTS: [(&str, i64); 2] = [(HOSTNAME_LABEL, 3), (ZONE_LABEL, 5)];
 
 /// One topology spread constraint, parsed.
 #[derive(Clone, Debug)]
@@ -59,6 +70,37 @@ impl SpreadConstraint {
                 }
             })
             .collect()
+    }
+
+    /// The ScheduleAnyway constraints scoring uses, and whether nodes must carry every
+    /// topology key to be scored: the pod's own when it has any constraint, otherwise the
+    /// system defaults over the pods grouped with it by Services and controllers (none
+    /// when nothing groups it), which nodes lacking a key still get scored by.
+    pub fn for_scoring(pod: &PodInfo, pod_selectors: &PodSelectors) -> (Vec<Self>, bool) {
+        let has_own = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        if has_own {
+            return (Self::of(pod, "ScheduleAnyway"), true);
+        }
+        let Some(selector) = pod_selectors.default_selector(&pod.pod) else {
+            return (Vec::new(), false);
+        };
+        let defaults = SYSTEM_DEFAULTS
+            .iter()
+            .map(|&(topology_key, max_skew)| Self {
+                max_skew,
+                topology_key: topology_key.to_owned(),
+                selector: selector.clone(),
+                min_domains: None,
+                honor_node_affinity: true,
+                honor_taints: false,
+            })
+            .collect();
+        (defaults, false)
     }
 
     /// Whether pods on a node count towards this constraint, by the inclusion policies.
@@ -192,5 +234,79 @@ impl SpreadState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    use super::*;
+    use crate::info::PriorityClasses;
+
+    fn pod(spec: serde_json::Value) -> PodInfo {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}},
+            "spec": spec
+        }))
+        .unwrap();
+        PodInfo::new(Arc::new(pod), &PriorityClasses::default())
+    }
+
+    fn grouping_web() -> PodSelectors {
+        let mut selectors = PodSelectors::default();
+        selectors.set_service("ns", "web", Some([("app".into(), "web".into())].into()));
+        selectors
+    }
+
+    #[test]
+    fn system_defaults_apply_to_grouped_pods_without_constraints() {
+        let (constraints, require_all_keys) =
+            SpreadConstraint::for_scoring(&pod(json!({"containers": []})), &grouping_web());
+        assert!(!require_all_keys);
+        let keys: Vec<(&str, i64)> = constraints
+            .iter()
+            .map(|c| (c.topology_key.as_str(), c.max_skew))
+            .collect();
+        assert_eq!(keys, [(HOSTNAME_LABEL, 3), (ZONE_LABEL, 5)]);
+        assert!(
+            constraints
+                .iter()
+                .all(|c| c.honor_node_affinity && !c.honor_taints)
+        );
+        // Nothing groups the pod: no constraints at all.
+        let (none, _) = SpreadConstraint::for_scoring(
+            &pod(json!({"containers": []})),
+            &PodSelectors::default(),
+        );
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn own_constraints_replace_the_defaults() {
+        // A pod with only DoNotSchedule constraints scores without any spreading.
+        let hard = pod(json!({"containers": [], "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"app": "web"}}}
+        ]}));
+        let (constraints, require_all_keys) = SpreadConstraint::for_scoring(&hard, &grouping_web());
+        assert!(constraints.is_empty());
+        assert!(require_all_keys);
+        let soft = pod(json!({"containers": [], "topologySpreadConstraints": [
+            {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"app": "web"}}}
+        ]}));
+        let (constraints, _) = SpreadConstraint::for_scoring(&soft, &grouping_web());
+        assert_eq!(constraints.len(), 1);
+        assert_eq!(
+            (
+                constraints[0].topology_key.as_str(),
+                constraints[0].max_skew
+            ),
+            ("zone", 2)
+        );
     }
 }
