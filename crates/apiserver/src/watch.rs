@@ -157,7 +157,12 @@ pub async fn start(
         };
         let mut first = true;
         for obj in &initial {
-            if !send(&tx, json!({"type": "ADDED", "object": (render.render)(obj, first)})).await {
+            if !send(
+                &tx,
+                json!({"type": "ADDED", "object": (render.render)(obj, first)}),
+            )
+            .await
+            {
                 return;
             }
             first = false;

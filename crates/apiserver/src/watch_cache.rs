@@ -111,10 +111,7 @@ impl Change {
     /// The encoding of `which` in `form`, made by `encode` the first time it is asked for.
     pub fn encoded(&self, form: &Arc<str>, which: Shown, encode: impl FnOnce() -> Bytes) -> Bytes {
         let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, bytes)) = encoded
-            .iter()
-            .find(|(f, w, _)| f == form && *w == which)
-        {
+        if let Some((_, _, bytes)) = encoded.iter().find(|(f, w, _)| f == form && *w == which) {
             return bytes.clone();
         }
         let bytes = encode();
@@ -267,13 +264,7 @@ impl Cache {
                 Some(obj) => state.objects.insert(key.clone(), obj.clone()),
                 None => state.objects.remove(&key),
             };
-            let change = Arc::new(Change::new(
-                event.revision(),
-                event.kind,
-                key,
-                object,
-                prev,
-            ));
+            let change = Arc::new(Change::new(event.revision(), event.kind, key, object, prev));
             state.revision = change.revision;
             state.trim(Instant::now());
             state.window.push_back((Instant::now(), change.clone()));
