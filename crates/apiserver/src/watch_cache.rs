@@ -394,3 +394,115 @@ impl Cache {
         Some(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use serde_json::json;
+    use store::{Backend, EventKind};
+
+    use super::{Cache, Shown};
+
+    fn backend(dir: &tempfile::TempDir) -> Arc<dyn Backend> {
+        Arc::new(
+            store::SqliteBackend::open(store::SqliteConfig::new(&dir.path().join("s.db")))
+                .expect("store"),
+        )
+    }
+
+    fn object(name: &str, n: i64) -> Bytes {
+        Bytes::from(json!({"metadata": {"name": name}, "data": {"n": n}}).to_string())
+    }
+
+    #[tokio::test]
+    async fn lists_see_acknowledged_writes_and_watchers_share_each_change() {
+        let dir = tempfile::tempdir().expect("dir");
+        let backend = backend(&dir);
+        let cache = Cache::start(backend.clone(), "/c/".into());
+        let first = backend
+            .create("/c/a", object("a", 1))
+            .await
+            .expect("create");
+
+        // A LIST at least at the store's current revision sees every acknowledged write.
+        let current = backend.current_revision().await.expect("rev");
+        let (items, rev, more) = cache
+            .list("/c/", current, 0, |_| true)
+            .await
+            .expect("cached");
+        assert_eq!((items.len(), more), (1, None));
+        assert!(rev >= first);
+
+        let mut one = cache.watch(first).await.expect("watch");
+        let mut two = cache.watch(first).await.expect("watch");
+        let updated = backend
+            .update("/c/a", object("a", 2), first)
+            .await
+            .expect("update");
+        let (deleted, _) = backend.delete("/c/a", Some(updated)).await.expect("delete");
+
+        let a = one.next().await.expect("event").expect("ok");
+        let b = two.next().await.expect("event").expect("ok");
+        // One decoded change, shared: same allocation, previous state from the cache.
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!((a.kind, a.revision), (EventKind::Put, updated));
+        assert_eq!(a.object.as_ref().expect("object")["data"]["n"], 2);
+        assert_eq!(a.prev.as_ref().expect("prev")["data"]["n"], 1);
+
+        // Its encoding is made once per form and reused by the next watcher.
+        let form: Arc<str> = "v1/configmaps".into();
+        let mut made = 0;
+        let x = a.encoded(&form, Shown::Object, || {
+            made += 1;
+            Bytes::from_static(b"x")
+        });
+        let y = b.encoded(&form, Shown::Object, || {
+            made += 1;
+            Bytes::from_static(b"y")
+        });
+        assert_eq!(
+            (x, y, made),
+            (Bytes::from_static(b"x"), Bytes::from_static(b"x"), 1)
+        );
+
+        // A deletion shows the last state at the deletion's revision.
+        let gone = one.next().await.expect("event").expect("ok");
+        assert_eq!((gone.kind, gone.revision), (EventKind::Delete, deleted));
+        let tombstone = gone.shown(Shown::Tombstone).expect("last state");
+        assert_eq!(tombstone["data"]["n"], 2);
+        assert_eq!(
+            tombstone["metadata"]["resourceVersion"],
+            deleted.to_string()
+        );
+    }
+
+    #[test]
+    fn old_changes_leave_the_window() {
+        let change = |revision| {
+            Arc::new(super::Change::new(
+                revision,
+                EventKind::Put,
+                "/c/a".into(),
+                None,
+                None,
+            ))
+        };
+        let start = tokio::time::Instant::now();
+        let mut state = super::State {
+            objects: Default::default(),
+            revision: 3,
+            window: [(start, change(2)), (start + super::FRESH, change(3))].into(),
+            window_start: 1,
+            ready: true,
+        };
+        // Nothing is old yet.
+        state.trim(start + super::FRESH / 2);
+        assert_eq!((state.window.len(), state.window_start), (2, 1));
+        // The first change is past the fresh window: a watch from before it reads the store.
+        state.trim(start + super::FRESH + std::time::Duration::from_secs(1));
+        assert_eq!((state.window.len(), state.window_start), (1, 2));
+    }
+}
