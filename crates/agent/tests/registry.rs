@@ -67,6 +67,27 @@ async fn images_are_pulled_from_the_mirror() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+    // While it backs off, the status still says why the last pull failed.
+    env.wait_pod(
+        "missing",
+        Duration::from_secs(30),
+        "ImagePullBackOff with the pull error",
+        |p: &k8s_openapi::api::core::v1::Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| {
+                    w.reason.as_deref() == Some("ImagePullBackOff")
+                        && w.message.as_deref().is_some_and(|m| {
+                            m.starts_with("Back-off pulling image \"kumo.local/nope:1\": ErrImagePull: failed to pull image")
+                        })
+                })
+        },
+    )
+    .await?;
     env.wait_pod(
         "never",
         Duration::from_secs(30),

@@ -29,6 +29,8 @@ const VOLUME_REFRESH: Duration = Duration::from_secs(60);
 struct Backoff {
     delay: Duration,
     updated: Instant,
+    /// What the last attempt failed with, shown while backing off (image pulls).
+    last_error: String,
 }
 
 /// The grace period of a pod removed from the API before its containers stopped (a
@@ -415,6 +417,7 @@ impl Worker {
             Backoff {
                 delay,
                 updated: Instant::now(),
+                last_error: String::new(),
             },
         );
         let attempt = latest
@@ -708,9 +711,13 @@ impl Worker {
         if let Some(entry) = self.backoff.get(&key)
             && entry.updated.elapsed() < entry.delay
         {
+            // The last pull error stays visible while backing off, as kubelet shows it.
             return Err((
                 "ImagePullBackOff".into(),
-                format!("Back-off pulling image {image:?}"),
+                format!(
+                    "Back-off pulling image {image:?}: ErrImagePull: {}",
+                    entry.last_error
+                ),
             ));
         }
         self.event(
@@ -739,14 +746,15 @@ impl Worker {
                 let delay = self.backoff.get(&key).map_or(config.backoff_initial, |b| {
                     (b.delay * 2).min(config.backoff_max)
                 });
+                let message = format!("failed to pull image {image:?}: {}", e.message());
                 self.backoff.insert(
                     key,
                     Backoff {
                         delay,
                         updated: Instant::now(),
+                        last_error: message.clone(),
                     },
                 );
-                let message = format!("failed to pull image {image:?}: {}", e.message());
                 self.event(
                     true,
                     "Failed",
