@@ -13,13 +13,6 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
-/// jemalloc rather than glibc's malloc: glibc keeps what a burst freed in per-thread
-/// arenas, so an idle `kumo up` stayed at its peak. jemalloc is built with background
-/// threads on (the crate's `background_threads` feature), which hand freed pages back to
-/// the system after the decay time (10 s) even when the process has gone idle.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// kumo: Kubernetes for private clouds.
 #[derive(Parser)]
 #[command(name = "kumo", version, about)]
