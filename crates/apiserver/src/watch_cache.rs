@@ -8,7 +8,7 @@
 //! not a thousand, as upstream's cacher shares its cached serializations.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +29,9 @@ const WINDOW: usize = 4096;
 const FRESH: Duration = Duration::from_secs(75);
 /// Live events buffered per watcher before it is cut off (it then re-lists).
 const WATCHER_BUFFER: usize = 1024;
+// A watcher the live channel has not cut off never needs a change the window dropped
+// for its size.
+const _: () = assert!(WATCHER_BUFFER < WINDOW);
 /// How long a LIST waits for the cache to catch up before reading the store instead.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
@@ -154,7 +157,11 @@ impl State {
 pub struct Cache {
     state: Mutex<State>,
     progressed: Notify,
-    live: broadcast::Sender<Arc<Change>>,
+    /// Live changes for watchers. Weak, because the channel's ring keeps its last
+    /// `WATCHER_BUFFER` values until they are overwritten: strong references there would
+    /// keep an idle collection's superseded objects alive long after the window let them
+    /// go. The window holds every change a watcher that is not cut off can still need.
+    live: broadcast::Sender<Weak<Change>>,
 }
 
 impl Cache {
@@ -270,7 +277,7 @@ impl Cache {
             state.window.push_back((Instant::now(), change.clone()));
             // Sent under the lock, so a watcher that copies the window and subscribes under
             // the same lock sees every change exactly once.
-            let _ = self.live.send(change);
+            let _ = self.live.send(Arc::downgrade(&change));
             drop(state);
             self.progressed.notify_waiters();
         }
@@ -304,7 +311,7 @@ impl Cache {
         at_least: Revision,
         limit: usize,
         keep: impl Fn(&Value) -> bool,
-    ) -> Option<(Vec<Value>, Revision, Option<String>)> {
+    ) -> Option<(Vec<Arc<Value>>, Revision, Option<String>)> {
         if !self.wait_for(at_least).await {
             return None;
         }
@@ -322,7 +329,8 @@ impl Cache {
             if limit != 0 && items.len() == limit {
                 return Some((items, state.revision, last_key));
             }
-            items.push(Value::clone(obj));
+            // Shared, not copied: a large LIST is served without a deep copy of its items.
+            items.push(obj.clone());
             last_key = Some(key.clone());
         }
         Some((items, state.revision, None))
@@ -368,6 +376,12 @@ impl Cache {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = live.recv() => next,
+                };
+                // A change that already left the window (older than FRESH) is treated as
+                // lag: this watcher is that far behind.
+                let next = match next {
+                    Ok(weak) => weak.upgrade().ok_or(broadcast::error::RecvError::Lagged(1)),
+                    Err(e) => Err(e),
                 };
                 match next {
                     Ok(change) if change.revision <= last => {}
@@ -504,5 +518,38 @@ mod tests {
         // The first change is past the fresh window: a watch from before it reads the store.
         state.trim(start + super::FRESH + std::time::Duration::from_secs(1));
         assert_eq!((state.window.len(), state.window_start), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_change_that_left_the_window_is_freed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let backend = backend(&dir);
+        let cache = Cache::start(backend.clone(), "/c/".into());
+        let first = backend
+            .create("/c/a", object("a", 1))
+            .await
+            .expect("create");
+        let mut watch = cache.watch(first).await.expect("watch");
+        backend
+            .update("/c/a", object("a", 2), first)
+            .await
+            .expect("update");
+        let change = watch.next().await.expect("event").expect("ok");
+        let weak = Arc::downgrade(&change);
+        drop((change, watch));
+
+        // Once trimmed from the window, nothing keeps the change (and the objects it holds)
+        // alive: not the live channel's ring, which still has its slot.
+        cache
+            .lock()
+            .trim(tokio::time::Instant::now() + super::FRESH + std::time::Duration::from_secs(1));
+        assert!(weak.upgrade().is_none(), "the change is still referenced");
+
+        // Watchers that start now still see later changes.
+        let current = backend.current_revision().await.expect("rev");
+        let mut later = cache.watch(current).await.expect("watch");
+        backend.delete("/c/a", None).await.expect("delete");
+        let gone = later.next().await.expect("event").expect("ok");
+        assert_eq!(gone.kind, EventKind::Delete);
     }
 }
