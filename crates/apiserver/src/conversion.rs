@@ -19,6 +19,12 @@ fn is_events_v1(kind: &KindInfo) -> bool {
     kind.group == "events.k8s.io" && kind.kind == "Event"
 }
 
+/// Whether objects of `kind` are served as they are stored, so [`from_storage`] leaves
+/// them alone.
+pub fn served_as_stored(kind: &KindInfo) -> bool {
+    !is_hpa_v1(kind) && !is_events_v1(kind)
+}
+
 /// (events.k8s.io field, core/v1 field) pairs that only differ in name.
 const EVENT_FIELDS: &[(&str, &str)] = &[
     ("regarding", "involvedObject"),

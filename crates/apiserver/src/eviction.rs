@@ -121,6 +121,7 @@ fn is_ready(pod: &Value) -> bool {
 async fn budgets_for(pods: &Scope<'_>, pod: &Value) -> Result<Vec<Value>, ApiError> {
     let budgets = budget_scope(pods, None)?;
     let (items, _) = budgets.list(&Query::default()).await?;
+    let items = items.into_iter().map(std::sync::Arc::unwrap_or_clone);
     let labels = pod
         .pointer("/metadata/labels")
         .and_then(Value::as_object)

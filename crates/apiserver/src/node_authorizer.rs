@@ -110,7 +110,7 @@ async fn pods_on(
     let on_node = |p: &Value| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
     let cache = cp.cache(&kind);
     if let Some((pods, _, _)) = cache.list(&prefix, 0, 0, on_node).await {
-        return Ok(pods);
+        return Ok(pods.into_iter().map(Arc::unwrap_or_clone).collect());
     }
     let range = cp
         .store

@@ -136,5 +136,6 @@ async fn global_default(cp: &ControlPlane) -> Result<Option<Value>, ApiError> {
     };
     Ok(classes
         .into_iter()
-        .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0)))
+        .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0))
+        .map(std::sync::Arc::unwrap_or_clone))
 }

@@ -48,7 +48,10 @@ pub async fn admit_create(
         .list(&prefix, 0, 0, |q| q.pointer("/status/hard").is_some())
         .await
     {
-        Some((items, _, _)) => items,
+        Some((items, _, _)) => items
+            .into_iter()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .collect(),
         None => read_quotas(cp, &prefix).await?,
     };
     let now = jiff::Timestamp::now();

@@ -104,7 +104,7 @@ impl Scope<'_> {
 
     /// LIST with selectors, pagination and resourceVersion semantics. Returns the items
     /// and the list metadata.
-    pub async fn list(&self, query: &Query) -> Result<(Vec<Value>, Value), ApiError> {
+    pub async fn list(&self, query: &Query) -> Result<(Vec<Arc<Value>>, Value), ApiError> {
         let filter = Filter::from_query(&self.kind, self.namespace.as_deref(), query)?;
         let limit = match query.get("limit") {
             Some(l) => l
@@ -144,7 +144,7 @@ impl Scope<'_> {
             for kv in &page.kvs {
                 let obj = decode(kv)?;
                 if filter.matches(&obj) {
-                    items.push(obj);
+                    items.push(Arc::new(obj));
                 }
             }
             start_after = page.kvs.last().map(|kv| kv.key.clone());
@@ -173,7 +173,7 @@ impl Scope<'_> {
         filter: &Filter,
         prefix: &str,
         limit: usize,
-    ) -> Result<Option<(Vec<Value>, Value)>, ApiError> {
+    ) -> Result<Option<(Vec<Arc<Value>>, Value)>, ApiError> {
         if query.get("continue").is_some_and(|c| !c.is_empty())
             || query.get("resourceVersionMatch") == Some("Exact")
         {
@@ -206,7 +206,7 @@ impl Scope<'_> {
 
     /// The `...List` object for `items`.
     pub fn list_object(&self, items: Vec<Value>, meta: Value) -> Value {
-        json!({"kind": self.kind.list_kind, "apiVersion": self.kind.api_version(), "metadata": meta, "items": items})
+        list_value(&self.kind.list_kind, &self.kind.api_version(), meta, items)
     }
 
     /// POST: create an object.
@@ -1482,6 +1482,17 @@ fn rand_u32() -> u32 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish() as u32
+}
+
+/// A list object of `items`, which are moved in: `json!` would serialize each item into a
+/// new value, a deep copy that costs more than the rest of a large LIST.
+pub fn list_value(kind: &str, api_version: &str, meta: Value, items: Vec<Value>) -> Value {
+    let mut list = serde_json::Map::with_capacity(4);
+    list.insert("kind".into(), Value::String(kind.to_owned()));
+    list.insert("apiVersion".into(), Value::String(api_version.to_owned()));
+    list.insert("metadata".into(), meta);
+    list.insert("items".into(), Value::Array(items));
+    Value::Object(list)
 }
 
 #[cfg(test)]

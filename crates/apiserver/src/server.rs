@@ -629,15 +629,33 @@ impl ApiServer {
             }
             (Method::GET, false) => {
                 let (items, meta) = scope.list(&query).await?;
-                let items: Vec<Value> = items.into_iter().map(&present).collect();
+                if !metadata_only && !table && crate::conversion::served_as_stored(&kind) {
+                    // Encoded straight from the shared items, as they are served.
+                    let served_version = kind.api_version();
+                    let list = SharedList {
+                        kind: &kind.list_kind,
+                        api_version: &served_version,
+                        metadata: &meta,
+                        items: &items,
+                        item_api_version: scope
+                            .custom
+                            .is_some()
+                            .then_some((kind.kind.as_str(), served_version.as_str())),
+                    };
+                    return Ok(json_response_of(200, &list));
+                }
+                let items: Vec<Value> = items
+                    .into_iter()
+                    .map(|item| present(Arc::unwrap_or_clone(item)))
+                    .collect();
                 if metadata_only {
                     let items: Vec<Value> = items.iter().map(partial_object_metadata).collect();
-                    let list = serde_json::json!({
-                        "kind": "PartialObjectMetadataList",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": meta,
-                        "items": items,
-                    });
+                    let list = crate::resource::list_value(
+                        "PartialObjectMetadataList",
+                        "meta.k8s.io/v1",
+                        meta,
+                        items,
+                    );
                     return Ok(json_response(200, &list, &[]));
                 }
                 if table {
@@ -1063,6 +1081,75 @@ fn base_headers(builder: http::response::Builder) -> http::response::Builder {
 }
 
 /// A JSON response with `Warning` headers.
+/// A LIST's body over items shared with the watch cache: serializing borrows them, where
+/// building a list `Value` would copy every item first.
+struct SharedList<'a> {
+    kind: &'a str,
+    api_version: &'a str,
+    metadata: &'a Value,
+    items: &'a [Arc<Value>],
+    /// For custom resources, served in every version: items of this kind show this
+    /// apiVersion instead of the stored one.
+    item_api_version: Option<(&'a str, &'a str)>,
+}
+
+impl serde::Serialize for SharedList<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+
+        struct Items<'a>(&'a SharedList<'a>);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.items.len()))?;
+                for item in self.0.items {
+                    match (self.0.item_api_version, item.as_object()) {
+                        (Some((kind, version)), Some(fields))
+                            if item.get("kind").and_then(Value::as_str) == Some(kind) =>
+                        {
+                            seq.serialize_element(&WithApiVersion { fields, version })?
+                        }
+                        _ => seq.serialize_element(item.as_ref())?,
+                    }
+                }
+                seq.end()
+            }
+        }
+
+        struct WithApiVersion<'a> {
+            fields: &'a serde_json::Map<String, Value>,
+            version: &'a str,
+        }
+        impl serde::Serialize for WithApiVersion<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.fields.len()))?;
+                for (key, value) in self.fields {
+                    if key == "apiVersion" {
+                        map.serialize_entry(key, self.version)?;
+                    } else {
+                        map.serialize_entry(key, value)?;
+                    }
+                }
+                map.end()
+            }
+        }
+
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("kind", self.kind)?;
+        map.serialize_entry("apiVersion", self.api_version)?;
+        map.serialize_entry("metadata", self.metadata)?;
+        map.serialize_entry("items", &Items(self))?;
+        map.end()
+    }
+}
+
+/// A JSON response of any serializable body.
+fn json_response_of(code: u16, body: &impl serde::Serialize) -> Response<Body> {
+    base_headers(Response::builder().status(code))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(serde_json::to_vec(body).unwrap_or_default()))
+        .unwrap_or_else(|_| internal())
+}
+
 pub fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response<Body> {
     let mut builder = base_headers(Response::builder().status(code))
         .header(header::CONTENT_TYPE, "application/json");

@@ -60,8 +60,11 @@ async fn default_class(cp: &ControlPlane) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let prefix = cp.store.prefix(&kind, None);
-    let classes = match cp.cache(&kind).list(&prefix, 0, 0, is_default).await {
-        Some((items, _, _)) => items,
+    let classes: Vec<Value> = match cp.cache(&kind).list(&prefix, 0, 0, is_default).await {
+        Some((items, _, _)) => items
+            .into_iter()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .collect(),
         None => {
             let range = cp
                 .store
