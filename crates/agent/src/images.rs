@@ -94,7 +94,9 @@ pub fn pause_image(base: &[u8]) -> Result<OciArchive> {
 }
 
 /// The web image: the base layer plus a layer with `/var/www/index.html`, served by
-/// `httpd -f -p 80`.
+/// `httpd -f -p 80`. A shell runs it and exits on SIGTERM: httpd as PID 1 would ignore the
+/// signal (the kernel drops signals PID 1 has no handler for), so every delete would wait
+/// out the whole grace period.
 pub fn web_image(base: &[u8]) -> Result<OciArchive> {
     let mut layer = tar::Builder::new(Vec::new());
     add_dir(&mut layer, "var/", 0o755)?;
@@ -106,7 +108,7 @@ pub fn web_image(base: &[u8]) -> Result<OciArchive> {
         &[base, &layer],
         json!({
             "Env": ["PATH=/bin"],
-            "Cmd": ["httpd", "-f", "-v", "-p", "80", "-h", "/var/www"],
+            "Cmd": ["sh", "-c", "trap 'exit 0' TERM; httpd -f -v -p 80 -h /var/www & wait"],
             "ExposedPorts": {"80/tcp": {}},
         }),
     )

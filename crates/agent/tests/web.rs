@@ -108,6 +108,18 @@ async fn web_pod_runs_and_serves_its_page() -> anyhow::Result<()> {
         .get(NODE)
         .await?;
     assert!(lease.spec.unwrap().renew_time.is_some());
+
+    // The page server exits on SIGTERM: deleting the pod with the default 30 s grace
+    // period does not wait that period out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    env.pods().delete("web", &Default::default()).await?;
+    while env.pods().get_opt("web").await?.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the web pod is still terminating"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 

@@ -292,8 +292,8 @@ fn scenario(up: &mut Up) -> anyhow::Result<()> {
     );
     up.kubectl(&["get", "service", "kube-dns", "-n", "kube-system"])?;
 
-    // `kubectl create deployment`, with a short grace period: busybox's httpd ignores
-    // SIGTERM, and the test removes its pods before stopping the node.
+    // `kubectl create deployment`, with a short grace period: the test removes its pods
+    // before stopping the node.
     let manifest = up.kubectl(&[
         "create",
         "deployment",
